@@ -1,0 +1,84 @@
+"""`inv render`: validate the configuration, render the user data and write it out."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import caddy, passwords, prompt
+from .config import parse_settings
+from .errors import ConfigError
+from .render import Mode, render_files, render_user_data
+from .secrets import SecretSource
+
+
+@dataclass
+class RenderResult:
+    output: Path
+    files: list[Path]
+    generated: dict[str, tuple[str, Path]]  # user -> (password, saved at)
+    mode: Mode
+
+
+def _write(path: Path, content: str, mode: int) -> None:
+    """Write atomically: a temp file with the final mode, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def render_deployment(
+    raw_settings: dict[str, Any],
+    mode: Mode,
+    output: Path,
+    files_dir: Path | None = None,
+    secrets_file: Path | None = None,
+    ask: bool | None = None,
+) -> RenderResult:
+    """Render the deployment described by RAW_SETTINGS and write the results.
+
+    Everything is validated and rendered in memory first, so a bad value
+    leaves no file written and no password generated.
+    """
+    source = SecretSource.load(secrets_file=secrets_file)
+    ask = prompt.interactive() if ask is None else ask
+    typed = prompt.fill_missing(raw_settings, source, ask)
+    if typed:
+        source = SecretSource(
+            environ={**source.environ, **{k: v.reveal() for k, v in typed.items()}},
+            file_values=source.file_values,
+        )
+    settings = parse_settings(raw_settings)
+    if output.exists() and output.is_dir():
+        raise ConfigError(
+            f"--output {output} is a folder; name a file such as cloud-init-custom.yaml"
+        )
+
+    secrets, password_set = passwords.load_deployment_secrets(settings, source)
+    version = caddy.resolve_version(settings)
+    user_data = render_user_data(settings, secrets, mode, version)
+    files = render_files(settings, secrets, mode, version) if files_dir else {}
+
+    # Console-mode user data embeds the secrets, so only the owner may read it.
+    _write(output, user_data, 0o600 if mode == "console" else 0o644)
+    written = []
+    for rendered in files.values():
+        target = files_dir / rendered.path.lstrip("/")
+        _write(target, rendered.content, 0o600 if rendered.secret else 0o644)
+        written.append(target)
+    password_set.save()
+    generated = {
+        user: (password_set.passwords[user].reveal(), path)
+        for user, path in password_set.generated.items()
+    }
+    return RenderResult(output=output, files=written, generated=generated, mode=mode)
