@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -151,14 +152,21 @@ class Settings(_Section):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     users: list[User] = Field(default_factory=lambda: [User(name="admin", role="admin")])
 
-    @model_validator(mode="after")
-    def _check_users(self) -> Settings:
-        names = [user.name for user in self.users]
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, users: list[User]) -> list[User]:
+        names = [user.name for user in users]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"user names must be unique; {', '.join(duplicates)} appears twice")
-        if not any(user.role == "admin" for user in self.users):
-            raise ValueError("at least one user needs role admin")
+            raise ValueError(
+                f"has duplicate user names ({', '.join(duplicates)}); names must be unique"
+            )
+        if not any(user.role == "admin" for user in users):
+            raise ValueError("has no admin; at least one user needs role admin")
+        return users
+
+    @model_validator(mode="after")
+    def _derive_image(self) -> Settings:
         if self.zot.image is None:
             image = f"ghcr.io/project-zot/zot-linux-{self.server.architecture}:{ZOT_VERSION}"
             object.__setattr__(self.zot, "image", image)

@@ -70,9 +70,11 @@ def _shell(value: Any) -> str:
 
 
 def _yaml_scalar(value: Any) -> str:
-    # JSON strings are valid YAML double-quoted scalars; ensure_ascii escapes
-    # every character that YAML 1.1 would treat as a line break.
-    return json.dumps(value, ensure_ascii=True)
+    # A JSON string is a valid YAML double-quoted scalar. Characters above
+    # U+FFFF stay literal because PyYAML does not join JSON's surrogate pairs;
+    # the ones YAML 1.1 reads as line breaks or BOM are escaped by hand.
+    text = json.dumps(value, ensure_ascii=False)
+    return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _yaml_block(text: str, indent: int) -> str:

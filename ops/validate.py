@@ -24,9 +24,11 @@ ROLES = ("admin", "push", "read")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#%&*+/=?^_{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
+# RFC 5322 atext without braces, which Caddy would read as a placeholder.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`|~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}[a-z]?$")
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.]+)?$")
+# Patterns are applied with fullmatch: "$" alone would accept a trailing newline.
 # Distribution reference grammar, reduced to what we accept: a registry host
 # (with a dot or a port, or "localhost"), a lower-case path, and a tag or a
 # digest or both.
@@ -57,7 +59,7 @@ def domain(value: str) -> str:
     if len(labels) < 2:
         raise ValueError(f"has a single label; {accepted}")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValueError(
                 "has an invalid label; each label is 1 to 63 letters, digits or hyphens "
                 f"and does not start or end with a hyphen ({accepted})"
@@ -69,7 +71,7 @@ def domain(value: str) -> str:
 
 def deployment_name(value: str) -> str:
     """Check a deployment name: it becomes a server name, a label value and a folder."""
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             "is not a valid deployment name; use 1 to 32 lower-case letters, digits or "
             "hyphens, starting with a letter, e.g. registry"
@@ -83,11 +85,11 @@ def bucket(value: str) -> str:
         "use 3 to 63 lower-case letters, digits, hyphens or dots, starting and ending "
         "with a letter or digit"
     )
-    if not 3 <= len(value) <= 63 or not re.match(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$", value):
+    if not 3 <= len(value) <= 63 or not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", value):
         raise ValueError(f"is not a valid S3 bucket name; {rules}")
     if ".." in value or ".-" in value or "-." in value:
         raise ValueError(f"has a dot next to a dot or a hyphen; {rules}")
-    if re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
         raise ValueError(f"is formatted like an IP address; {rules}")
     if value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3")):
         raise ValueError("uses a prefix or suffix that S3 reserves (xn--, sthree-, -s3alias)")
@@ -111,7 +113,7 @@ def server_location(value: str) -> str:
 
 
 def server_type(value: str) -> str:
-    if not _SERVER_TYPE.match(value):
+    if not _SERVER_TYPE.fullmatch(value):
         raise ValueError("is not a Hetzner server type name; use a name such as cx23 or cax11")
     return value
 
@@ -130,7 +132,7 @@ def image_reference(value: str) -> str:
     podman auto-update only works with fully qualified names, so a short name
     such as "zot:latest" is rejected rather than resolved through search registries.
     """
-    match = _IMAGE.match(value)
+    match = _IMAGE.fullmatch(value)
     if not match or (
         "." not in match["host"] and ":" not in match["host"] and match["host"] != "localhost"
     ):
@@ -145,8 +147,8 @@ def image_reference(value: str) -> str:
 
 def registry_host(value: str) -> str:
     """Check a HOST:PORT registry address, as podman's registries.conf expects."""
-    if not re.match(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$", value) and not re.match(
-        r"^\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?$", value
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?", value) and not re.fullmatch(
+        r"\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?", value
     ):
         raise ValueError("is not a registry address; use HOST or HOST:PORT")
     return value
@@ -154,7 +156,7 @@ def registry_host(value: str) -> str:
 
 def username(value: str) -> str:
     """Check a registry user name; htpasswd separates name and hash with a colon."""
-    if not _USERNAME.match(value):
+    if not _USERNAME.fullmatch(value):
         raise ValueError(
             "is not a valid user name; use 1 to 64 letters, digits, dots, underscores or "
             "hyphens, starting with a letter or digit"
@@ -171,7 +173,7 @@ def role(value: str) -> str:
 
 
 def email(value: str) -> str:
-    if len(value) > 254 or not _EMAIL.match(value):
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise ValueError("is not an e-mail address; use a plain address such as ops@example.com")
     return value
 
@@ -200,7 +202,7 @@ def caddy_version(value: str) -> str:
     text = value.strip().removeprefix("v")
     if value.strip() == "latest":
         return "latest"
-    if not _VERSION.match(text):
+    if not _VERSION.fullmatch(text):
         raise ValueError('is not a Caddy version; use "latest" or a release such as 2.10.2')
     return text
 
