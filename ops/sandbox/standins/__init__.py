@@ -1,0 +1,1 @@
+"""Loopback stand-ins for the internet services a deployment uses, for offline sandbox hosts."""
