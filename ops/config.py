@@ -58,7 +58,7 @@ class SSHSettings(_Section):
     )
     # Defaults to the public key's path without ".pub".
     private_key: Path | None = None
-    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    user: Annotated[str, AfterValidator(validate.ssh_user)] = "root"
     port: Port = 22
     allowed_cidrs: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"], min_length=1)
 

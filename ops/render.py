@@ -361,7 +361,6 @@ def render_user_data(
         mode=mode,
         name=settings.name,
         domain=settings.domain,
-        ssh_user=settings.ssh.user,
         ssh_public_key=public_key,
         apt_proxy=settings.bootstrap.apt_proxy,
         packages=PACKAGES,

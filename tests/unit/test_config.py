@@ -55,7 +55,7 @@ BAD_VALUES = [
     ("ssh.allowed_cidrs", ["10.0.0.1/8"], "host bits set; use the network address 10.0.0.0/8"),
     ("ssh.allowed_cidrs", ["anywhere"], "CIDR network"),
     ("ssh.allowed_cidrs", [], "at least 1 item"),
-    ("ssh.user", "Root User", "should match pattern"),
+    ("ssh.user", "admin", "logs in as root"),
     ("users", [{"name": "a:b", "role": "admin"}], "user name"),
     ("users", [{"name": "bob\n", "role": "admin"}], "user name"),
     ("users", [{"name": "bob", "role": "owner"}], "is not a role"),
