@@ -111,6 +111,8 @@ class StandinProcess:
 
     name: ClassVar[str] = "standin"
     ready_timeout: ClassVar[float] = 30.0
+    # False gives the child only `environment()`, as a container runtime would.
+    inherit_environment: ClassVar[bool] = True
     stop_timeout: ClassVar[float] = 10.0
 
     def __init__(self, work_dir: Path, port: int | None = None) -> None:
@@ -198,7 +200,24 @@ class StandinProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.port is None:
             self.port = free_port()
-        self.prepare()
+        try:
+            self.prepare()
+            self._spawn()
+            assert self._popen is not None
+            self._process = ProcessId.of(self._popen.pid)
+            self._write_state()
+            self._wait_ready()
+            self.after_ready()
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, SandboxError) and not isinstance(exc, StandinError):
+                raise StandinError(f"{self.name}: {exc}; log: {self.log_tail()}") from exc
+            if isinstance(exc, OSError):
+                raise StandinError(f"{self.name} failed to start: {exc}") from exc
+            raise
+        return self
+
+    def _spawn(self) -> None:
         argv = self.command()
         with self.log_path.open("ab") as log:
             log.write(f"--- starting {self.name} on {LOOPBACK}:{self.port}: {argv[0]}\n".encode())
@@ -209,20 +228,9 @@ class StandinProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
-                env={**os.environ, **self.environment()},
+                env={**(os.environ if self.inherit_environment else {}), **self.environment()},
                 start_new_session=True,
             )
-        try:
-            self._process = ProcessId.of(self._popen.pid)
-            self._write_state()
-            self._wait_ready()
-            self.after_ready()
-        except BaseException as exc:
-            self.stop()
-            if isinstance(exc, SandboxError) and not isinstance(exc, StandinError):
-                raise StandinError(f"{self.name}: {exc}; log: {self.log_tail()}") from exc
-            raise
-        return self
 
     def _wait_ready(self) -> None:
         assert self._popen is not None
