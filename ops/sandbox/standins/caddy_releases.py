@@ -163,6 +163,8 @@ class CaddyReleaseServer(StandinProcess):
     "latest" until `set_latest` changes it. `arm64_binary` defaults to
     the caddy of Debian's arm64 package of the installed version, fetched
     once into `cache_dir`; pass `architectures=("amd64",)` to skip it.
+    `source_version` is the version string inside the binaries; by default
+    the amd64 binary is run with `version` to read it.
     """
 
     name = "caddy-releases"
@@ -176,6 +178,7 @@ class CaddyReleaseServer(StandinProcess):
         architectures: tuple[str, ...] = ARCHITECTURES,
         amd64_binary: Path = DEBIAN_CADDY,
         arm64_binary: Path | None = None,
+        source_version: str | None = None,
         cache_dir: Path = DEFAULT_CACHE_DIR,
     ) -> None:
         super().__init__(work_dir, port)
@@ -185,6 +188,7 @@ class CaddyReleaseServer(StandinProcess):
         self.architectures = architectures
         self.amd64_binary = amd64_binary
         self.arm64_binary = arm64_binary
+        self.source_version = source_version
         self.cache_dir = cache_dir
         self.versions = versions
         self.latest: str | None = versions[-1] if versions else None
@@ -221,7 +225,7 @@ class CaddyReleaseServer(StandinProcess):
 
     def _source_binaries(self) -> dict[str, tuple[bytes, str]]:
         """Return each architecture's Debian binary and the version string inside it."""
-        source_version = binary_version(self.amd64_binary)
+        source_version = self.source_version or binary_version(self.amd64_binary)
         sources: dict[str, tuple[bytes, str]] = {}
         for arch in self.architectures:
             if arch == "amd64":
