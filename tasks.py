@@ -61,3 +61,16 @@ def render(c, mode="console", output="cloud-init-custom.yaml", files=None, secre
 
 namespace = Collection(render)
 namespace.configure({config.CONFIG_KEY: config.defaults()})
+
+# --- sandbox: local Debian 12 hosts booted with systemd-nspawn (ops/sandbox/tasks.py) ---
+from ops.sandbox.tasks import sandbox  # noqa: E402 (kept in this separate section)
+
+namespace.add_collection(sandbox)
+# --- end of sandbox ---
+
+# --- day-two operations over SSH (ops/daytwo/tasks.py) ---
+from ops.daytwo.tasks import TASKS as DAYTWO_TASKS  # noqa: E402 (kept in this separate section)
+
+for daytwo_task in DAYTWO_TASKS:
+    namespace.add_task(daytwo_task)
+# --- end of day-two operations ---
