@@ -53,14 +53,24 @@ class DesiredFile:
 
     VALIDATOR, when given, maps the temp file's path to a command that exits
     non-zero when the content is invalid (for example `caddy validate`).
+    SOURCE names a file already on the server (a downloaded binary) to install
+    in place of CONTENT; DIGEST is then that file's SHA-256, and no diff is shown.
     """
 
     path: str
-    content: str | bytes
+    content: str | bytes | None
     mode: int
     owner: str = "root:root"
     secret: bool = False
     validator: Callable[[str], str] | None = None
+    source: str | None = None
+    digest: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.content is None) == (self.source is None):
+            raise ValueError(f"{self.path}: give either content or a source on the server")
+        if self.source is not None and not self.digest:
+            raise ValueError(f"{self.path}: a source on the server needs its SHA-256 digest")
 
     @classmethod
     def from_rendered(
@@ -78,10 +88,14 @@ class DesiredFile:
 
     @property
     def data(self) -> bytes:
+        if self.content is None:
+            raise ValueError(f"{self.path} is installed from {self.source} on the server")
         return self.content.encode("utf-8") if isinstance(self.content, str) else self.content
 
     @property
     def sha256(self) -> str:
+        if self.digest is not None:
+            return self.digest
         return hashlib.sha256(self.data).hexdigest()
 
     @property
@@ -180,6 +194,8 @@ def unified_diff(plan: FilePlan, old_text: str | None, host: str) -> list[str]:
         return []
     if plan.desired.secret:
         return [SECRET_CHANGED]
+    if plan.desired.source is not None:
+        return [f"(content replaced by {plan.desired.source})"]
     try:
         new_text = plan.desired.data.decode("utf-8")
     except UnicodeDecodeError:
@@ -206,7 +222,8 @@ def plan_files(conn: Any, files: Sequence[DesiredFile], out: Output) -> list[Fil
             continue
         out(plan.summary())
         old_text = None
-        if plan.current.exists and plan.content_changed and not desired.secret:
+        readable = not desired.secret and desired.source is None
+        if plan.current.exists and plan.content_changed and readable:
             old_text = facts.read_file(conn, desired.path)
         for line in unified_diff(plan, old_text, host_of(conn)):
             out(f"  {line}")
@@ -262,9 +279,15 @@ class _Transaction:
             desired = plan.desired
             temp = temp_path(desired.path, self.token)
             self.temps.append(temp)
-            upload(self.conn, temp, desired.data, desired.mode)
             user, group = desired.user_and_group
-            run(self.conn, commands.change_owner(temp, user, group))
+            if desired.source is not None:
+                run(
+                    self.conn,
+                    commands.install_file(desired.source, temp, desired.mode, user, group),
+                )
+            else:
+                upload(self.conn, temp, desired.data, desired.mode)
+                run(self.conn, commands.change_owner(temp, user, group))
             if desired.validator is not None:
                 self.out(f"validate {desired.path}")
                 run(self.conn, desired.validator(temp))

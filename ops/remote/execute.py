@@ -42,7 +42,7 @@ def run(
     *,
     stdin: str | None = None,
     check: bool = True,
-    timeout: int = DEFAULT_TIMEOUT,
+    timeout: int | None = DEFAULT_TIMEOUT,
     out_stream: Any = None,
 ) -> Any:
     """Run COMMAND on the server behind CONN and return the invoke Result.
@@ -51,6 +51,7 @@ def run(
     closed; that is the only way a secret may reach a remote command. With
     CHECK, a non-zero exit status raises RemoteError. With OUT_STREAM, stdout
     is written there as it arrives (for logs --follow) instead of being hidden.
+    TIMEOUT None lets the command run until it ends or the user presses Ctrl-C.
     """
     options: dict[str, Any] = {
         "warn": True,

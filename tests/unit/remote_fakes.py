@@ -257,6 +257,20 @@ class FakeServer:
             file = self.files[source]
             self.files[target] = FakeFile(file.data, file.mode, file.owner, file.group)
             return "", "", 0
+        if (
+            name == "install"
+            and args[0] == "-m"
+            and args[2] == "-o"
+            and args[4] == "-g"
+            and args[6:8] == ["-T", "--"]
+        ):
+            source, target = args[8], args[9]
+            if source not in self.files:
+                return "", f"install: cannot stat '{source}'\n", 1
+            self.files[target] = FakeFile(
+                self.files[source].data, int(args[1], 8), args[3], args[5]
+            )
+            return "", "", 0
         if name == "rm" and args[:2] == ["-f", "--"]:
             self.files.pop(args[2], None)
             return "", "", 0
