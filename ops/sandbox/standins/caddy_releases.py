@@ -50,7 +50,8 @@ class CaddyFault(enum.Enum):
     WRONG_CHECKSUM = "wrong-checksum"
     # The checksums file has no line for the tarball.
     MISSING_CHECKSUM = "missing-checksum"
-    # Tarball and checksum match, but the `caddy` inside is truncated and cannot run.
+    # Tarball and checksum match, but the `caddy` inside is truncated, so running it
+    # fails (Debian's 2.6.2 amd64 binary cut to 64 KiB dies with SIGSEGV).
     BROKEN_BINARY = "broken-binary"
 
 

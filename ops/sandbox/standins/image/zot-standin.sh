@@ -26,6 +26,14 @@ fail() {
     exit 1
 }
 
+# Print JSON log line $1 to stdout and append it to zot's log.output file.
+log_line() {
+    printf '%s\n' "$1"
+    if [ -n "$LOG_OUTPUT" ]; then
+        printf '%s\n' "$1" >> "$LOG_OUTPUT"
+    fi
+}
+
 # Translate zot config $1 into $GENERATED; read zot's log file paths into
 # LOG_OUTPUT and LOG_AUDIT.
 translate() {
@@ -77,8 +85,7 @@ serve() {
             mkdir -p "${path%/*}"
         fi
     done
-    printf '{"level":"info","msg":"zot stand-in %s starting: distribution registry with config translated from %s"}\n' \
-        "$(standin_version)" "$1"
+    log_line "{\"level\":\"info\",\"msg\":\"zot stand-in $(standin_version) starting: distribution registry with config translated from $1\"}"
     if [ -z "$LOG_OUTPUT" ] && [ -z "$LOG_AUDIT" ]; then
         exec "$REGISTRY" serve "$GENERATED"
     fi
