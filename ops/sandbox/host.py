@@ -392,6 +392,9 @@ class SandboxHost:
             raise SandboxError(f"{self.name}: no SSH key recorded; boot it with ssh_key=PATH")
         connection = fabric.Connection(
             "127.0.0.1",
+            # No stdin mirroring by default: under pytest (or any caller without
+            # a terminal) reading stdin fails. A run() call can still pass in_stream.
+            config=fabric.Config(overrides={"run": {"in_stream": False}}),
             user=user or self.state.ssh_user,
             port=self.ssh_port,
             connect_timeout=connect_timeout,
