@@ -319,6 +319,12 @@ def _translate_api_exception(error: APIException, doing: str) -> OpsError:
             "Hetzner Console, or set deployment.name to another name",
             code=code,
         )
+    if code == "resource_in_use":
+        return HetznerError(
+            f"{doing} failed: it is still in use (422 resource_in_use: {message}); remove it "
+            "from the other servers in the Hetzner Console first",
+            code=code,
+        )
     if code == "resource_limit_exceeded":
         return HetznerError(
             f"{doing} failed: the project reached a resource limit (403: {message}); ask "

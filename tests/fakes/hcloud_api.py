@@ -15,8 +15,8 @@ Limiting", "Labels", "Label Selector"): error codes with their HTTP status,
 `{"error": {"code", "message", "details"}}` bodies, `page`/`per_page` with a
 `Link` header and `meta.pagination`, and the RateLimit-* headers.
 
-Tests steer it with fail_next(), fail_after_create(), fail_action(),
-stall_action(), set_out_of_stock(), set_rate_limit() and the
+Tests steer it with fail_next(), fail_after_create(), delay_next(),
+fail_action(), stall_action(), set_out_of_stock(), set_rate_limit() and the
 on_server_create()/on_server_delete() hooks.
 """
 
@@ -480,6 +480,8 @@ class FakeHetznerCloud:
         self._action_polls_left: dict[int, int] = {}
         self._out_of_stock: set[tuple[str, str]] = set()
         self._injections: list[_Injection] = []
+        # [route, seconds, requests left]
+        self._delays: list[list[Any]] = []
         self._action_controls: list[_ActionControl] = []
         self._create_hook: Callable[[ServerCreateRequest], ServerAddresses | None] | None = None
         self._delete_hook: Callable[[int, str], None] | None = None
@@ -629,6 +631,13 @@ class FakeHetznerCloud:
         with self._lock:
             self._action_controls.append(_ActionControl(command, times, code, message))
 
+    def delay_next(self, route: str, seconds: float, *, times: int = 1) -> None:
+        """Hold the reply to the next TIMES requests on ROUTE for SECONDS, to make clients time out."""
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; known: {sorted(ROUTES)}")
+        with self._lock:
+            self._delays.append([route, seconds, times])
+
     def stall_action(self, command: str, *, times: int = 1) -> None:
         """Keep the next TIMES actions with COMMAND in status "running" for good."""
         with self._lock:
@@ -702,9 +711,25 @@ class FakeHetznerCloud:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
+        delay = self._take_delay(request)
+        if delay:
+            # Outside the lock, so that retried requests are delayed side by side.
+            threading.Event().wait(delay)
         with self._lock:
             response = self._handle(request)
         return response(environ, start_response)
+
+    def _take_delay(self, request: Request) -> float:
+        try:
+            (method, template, _), _ = self._url_map.bind_to_environ(request.environ).match()
+        except (NotFound, MethodNotAllowed):
+            return 0.0
+        with self._lock:
+            for delay in self._delays:
+                if delay[0] == f"{method} {template}" and delay[2] > 0:
+                    delay[2] -= 1
+                    return delay[1]
+        return 0.0
 
     def _handle(self, request: Request) -> Response:
         request.get_data()  # read once; openapi-core and the handlers reuse it

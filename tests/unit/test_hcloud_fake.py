@@ -52,10 +52,19 @@ def client(fake: FakeHetznerCloud) -> Client:
     return Client(fake.token, api_endpoint=fake.endpoint, poll_interval=0, poll_max_retries=20)
 
 
-def call(fake: FakeHetznerCloud, method: str, path: str, token: str | None = None, **kwargs):
+def call(
+    fake: FakeHetznerCloud,
+    method: str,
+    path: str,
+    token: str | None = None,
+    timeout: float = 10,
+    **kwargs,
+):
     """Send one raw HTTP request to the fake, bypassing hcloud-python."""
     headers = {"Authorization": f"Bearer {fake.token if token is None else token}"}
-    return requests.request(method, fake.endpoint + path, headers=headers, timeout=10, **kwargs)
+    return requests.request(
+        method, fake.endpoint + path, headers=headers, timeout=timeout, **kwargs
+    )
 
 
 def public_key(folder: Path, name: str = "id_ed25519") -> str:
@@ -194,6 +203,13 @@ def test_fail_after_create_creates_then_errs(fake, client):
         create_server(client)
     assert caught.value.code == "server_error"
     assert [s["name"] for s in fake.servers.values()] == ["web"]
+
+
+def test_delayed_reply_times_out_client(fake):
+    fake.delay_next("GET /locations", 0.5)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        call(fake, "GET", "/locations", timeout=0.1)
+    assert call(fake, "GET", "/locations").status_code == 200
 
 
 def test_unknown_id_gets_not_found(fake, client):

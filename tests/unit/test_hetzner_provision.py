@@ -378,6 +378,21 @@ def test_destroy_leaves_foreign_resources(fake, client, settings):
 # -- errors -------------------------------------------------------------------------
 
 
+def test_destroy_reports_firewall_in_use(fake, client, settings):
+    deploy(settings, client)
+    firewall_id = next(iter(fake.firewalls))
+    fake.add_server("neighbour", firewalls=[{"firewall": firewall_id}])
+    with pytest.raises(HetznerError) as caught:
+        destroy(settings, client, remove_firewall=True)
+    assert str(caught.value) == (
+        f'deleting firewall "registry-fw" (id {firewall_id}) failed: it is still in use '
+        f"(422 resource_in_use: firewall {firewall_id} is still applied to a resource); "
+        "remove it from the other servers in the Hetzner Console first"
+    )
+    assert caught.value.code == "resource_in_use"
+    assert names(fake.servers) == ["neighbour"]
+
+
 def test_rejected_token_message(fake, settings):
     with pytest.raises(ConfigError) as caught:
         plan(settings, client_for(fake, token="not-the-token"))
@@ -555,6 +570,25 @@ def test_created_resources_carry_run_label(fake, client, settings):
         for item in table.values()
     }
     assert len(runs) == 1
+
+
+def test_request_timeout_message(fake, settings):
+    client = make_client(
+        Secret(fake.token),
+        endpoint=fake.endpoint,
+        poll_interval=0,
+        poll_max_retries=10,
+        request_timeout=0.1,
+    )
+    client._client._retry_interval_func = lambda retries: 0.0
+    fake.delay_next("GET /ssh_keys", 0.5, times=6)
+    with pytest.raises(HetznerError) as caught:
+        plan(settings, client)
+    assert str(caught.value) == (
+        f"timed out while reading the SSH keys: no reply from {fake.endpoint} in time "
+        "(ReadTimeout); run the command again"
+    )
+    assert caught.value.code == "timeout"
 
 
 def test_unreachable_api_message(settings):
