@@ -18,6 +18,10 @@ Limiting", "Labels", "Label Selector"): error codes with their HTTP status,
 Tests steer it with fail_next(), fail_after_create(), delay_next(),
 fail_action(), stall_action(), set_out_of_stock(), set_rate_limit() and the
 on_server_create()/on_server_delete() hooks.
+
+Not modelled: resource locks (423 locked), PUT updates, volumes, networks,
+primary IPs, and /datacenters, which hcloud-python 2.27 marks for removal
+after 2026-10-01. Requests are handled one at a time.
 """
 
 from __future__ import annotations
@@ -943,6 +947,9 @@ class FakeHetznerCloud:
         for item in items:
             if str(item["id"]) == str(id_or_name) or item.get("name") == id_or_name:
                 return item
+        # NOTE: the documentation names no error code for an unknown server
+        # type, image, location or SSH key in a request body; invalid_input
+        # is a guess.
         raise _invalid_field(field_name, f"{kind} {id_or_name!r} not found")
 
     def _get(self, table: dict[int, dict[str, Any]], resource_id: int, kind: str) -> dict[str, Any]:
