@@ -1,0 +1,223 @@
+"""Diagnose several servers at once: probe each, gather local facts, judge, collect reports."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import state
+from ..remote.connect import Target, connect_for
+from ..remote.hosts import OK, HostOutput, Outcome, run_on_hosts
+from ..secrets import HCLOUD_TOKEN, SecretSource
+from . import local, remote
+from .checks import run_checks, unreachable
+from .result import STATUSES, CheckResult, Expectations, Inputs, LocalFacts
+
+# Seconds the local DNS lookup and HTTPS request may take together.
+LOCAL_FACTS_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class HostReport:
+    name: str
+    address: str
+    results: tuple[CheckResult, ...]
+    elapsed: float = 0.0
+    facts: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def count(self, status: str) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+    @property
+    def status(self) -> str:
+        """The worst status of the host's checks: fail, warn or ok."""
+        for status in ("fail", "warn"):
+            if self.count(status):
+                return status
+        return "ok"
+
+    def counts(self) -> dict[str, int]:
+        return {status: self.count(status) for status in STATUSES}
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The SSH connector, DNS resolver and API client diagnose uses; tests replace parts of it."""
+
+    connect: Callable[[Target], Any]
+    resolver: local.Resolver = local.resolve
+    https_port: int = 443
+    # Returns an hcloud.Client, or None when no HCLOUD_TOKEN is available.
+    hcloud_client: Callable[[], Any] | None = None
+    max_parallel: int = 10
+
+
+def default_environment(settings: Any, secrets: SecretSource | None = None) -> Environment:
+    """Return the real environment: SSH with pinned keys, this machine's DNS, the Hetzner API."""
+    from .. import hetzner
+
+    source = secrets if secrets is not None else SecretSource.load()
+    token = source.get(HCLOUD_TOKEN)
+
+    def client() -> Any:
+        return hetzner.make_client(token) if token is not None else None
+
+    return Environment(connect=lambda target: connect_for(settings, target), hcloud_client=client)
+
+
+def _server_address(value: Any) -> str | None:
+    """Return an address from servers.json; a recorded IPv6 /64 means its ::1, as Hetzner assigns."""
+    if not value:
+        return None
+    text = str(value)
+    if "/" in text:
+        try:
+            return str(ipaddress.ip_network(text, strict=False)[1])
+        except ValueError:
+            return None
+    return text
+
+
+def recorded_servers(deployment: str) -> list[dict[str, Any]]:
+    try:
+        return state.read_servers(deployment)
+    except (OSError, ValueError):
+        return []
+
+
+def expectations_for(
+    settings: Any, target: Target, targets: Sequence[Target], servers: list[dict[str, Any]]
+) -> tuple[Expectations, dict[str, Any] | None]:
+    """Return what TARGET should look like, and its servers.json record if there is one."""
+    record = None
+    for server in servers:
+        addresses = {
+            server.get("ipv4"),
+            _server_address(server.get("ipv6")),
+            server.get("ssh_host"),
+        }
+        if server.get("name") == target.name or target.address in addresses:
+            record = server
+            break
+    everything = {t.address for t in targets}
+    for server in servers:
+        everything |= {server.get("ipv4"), _server_address(server.get("ipv6"))}
+    mine = {target.address}
+    if record is not None:
+        mine |= {record.get("ipv4"), _server_address(record.get("ipv6"))}
+    return (
+        Expectations(
+            domain=settings.domain,
+            tls=settings.tls,
+            acme_staging=settings.acme_staging,
+            bucket=settings.storage.bucket,
+            endpoint=settings.storage.endpoint,
+            recorded_addresses=frozenset(a for a in mine if a),
+            deployment_addresses=frozenset(a for a in everything if a),
+        ),
+        record,
+    )
+
+
+def gather_local(settings: Any, env: Environment) -> dict[str, Any]:
+    resolution = env.resolver(settings.domain)
+    https = local.https_from_here(settings.domain, resolution, settings.tls, env.https_port)
+    return {"resolution": resolution, "https": https}
+
+
+def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list[HostReport]:
+    """Probe and judge every target in parallel; return one report per target, in order."""
+    params = remote.probe_params(settings.domain)
+    servers = recorded_servers(settings.name)
+    reports: dict[Target, HostReport] = {}
+    lock = threading.Lock()
+    client_lock = threading.Lock()
+    client_cache: list[Any] = []
+
+    def hcloud_client() -> Any:
+        with client_lock:
+            if not client_cache:
+                client_cache.append(env.hcloud_client() if env.hcloud_client else None)
+            return client_cache[0]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-local") as pool:
+        shared = pool.submit(gather_local, settings, env)
+
+        def work(conn: Any, out: HostOutput) -> Outcome:
+            target = conn.target if hasattr(conn, "target") else _target_of(conn, targets)
+            started = time.monotonic()
+            expect, record = expectations_for(settings, target, targets, servers)
+            sent_at = time.time()
+            facts = remote.run_probe(conn, params)
+            received_at = time.time()
+            client = hcloud_client()
+            if client is None:
+                firewall: dict[str, Any] = {"skipped": "HCLOUD_TOKEN is not set"}
+            else:
+                firewall = local.cloud_firewall(
+                    client,
+                    (record or {}).get("id"),
+                    str((record or {}).get("name") or target.name),
+                    set(expect.recorded_addresses),
+                )
+            try:
+                gathered = shared.result(timeout=LOCAL_FACTS_TIMEOUT)
+            except TimeoutError:
+                error = f"no answer within {LOCAL_FACTS_TIMEOUT:.0f} s"
+                gathered = {"resolution": {"error": error}, "https": None}
+            inputs = Inputs(
+                facts=facts,
+                local=LocalFacts(
+                    resolution=gathered["resolution"],
+                    https=gathered["https"],
+                    cloud_firewall=firewall,
+                    sent_at=sent_at,
+                    received_at=received_at,
+                ),
+                expect=expect,
+            )
+            report = HostReport(
+                name=target.name,
+                address=target.address,
+                results=tuple(run_checks(inputs)),
+                elapsed=time.monotonic() - started,
+                facts=facts,
+            )
+            with lock:
+                reports[target] = report
+            return Outcome(OK, f"{report.count('fail')} failed, {report.count('warn')} warnings")
+
+        # Per-host lines of run_on_hosts are not shown, because the report contains everything.
+        results = run_on_hosts(
+            targets, env.connect, work, stream=io.StringIO(), max_parallel=env.max_parallel
+        )
+    ordered = []
+    for result in results:
+        report = reports.get(result.target)
+        if report is None:
+            report = HostReport(
+                name=result.target.name,
+                address=result.target.address,
+                results=tuple(unreachable(result.message or "no result")),
+            )
+        ordered.append(report)
+    return ordered
+
+
+def _target_of(conn: Any, targets: Sequence[Target]) -> Target:
+    for target in targets:
+        if target.address == getattr(conn, "host", None):
+            return target
+    raise LookupError(f"no target for connection to {getattr(conn, 'host', '?')}")
+
+
+def exit_code(reports: Sequence[HostReport], warn_fails: bool = False) -> int:
+    """Return 1 when any check failed (or warned, with WARN_FAILS), else 0."""
+    bad = {"fail", "warn"} if warn_fails else {"fail"}
+    return 1 if any(report.status in bad for report in reports) else 0
