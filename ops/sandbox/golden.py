@@ -11,14 +11,12 @@ never leaves a half-built golden tree behind.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from .system import (
     SandboxError,
     create_cgroups,
     ensure_nspawn_runtime_dir,
+    file_lock,
     launcher_argv,
     mounts_below,
     release_nspawn_runtime_dir,
@@ -178,7 +177,7 @@ def ensure_golden(recipe: GoldenRecipe | None = None, log: Callable[[str], None]
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(target.parent / "golden.lock"):
+    with file_lock(target.parent / "golden.lock"):
         # Another process may have finished the same build while this one waited.
         if target.is_dir():
             return target
@@ -196,16 +195,6 @@ def ensure_golden(recipe: GoldenRecipe | None = None, log: Callable[[str], None]
         (target.parent / f"{target.name}.json").write_text(json.dumps(info, indent=2) + "\n")
         log(f"golden tree ready in {info['built_seconds']} s: {target}")
         return target
-
-
-@contextlib.contextmanager
-def _build_lock(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_stale_builds(parent: Path) -> None:

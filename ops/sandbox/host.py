@@ -242,7 +242,7 @@ class SandboxHost:
 
     @property
     def status(self) -> str:
-        if self.state.status == RUNNING and not self._launcher_alive():
+        if self.state.status in (BOOTING, RUNNING) and not self._launcher_alive():
             return EXITED
         return self.state.status
 
@@ -264,10 +264,14 @@ class SandboxHost:
 
         wait_until(find, timeout, interval=0.05)
         if not found:
-            raise SandboxError(
-                f"{self.name}: guest systemd not found (host {self.status}); "
-                f"console: {tail(self.console_log(40), 8)}"
-            )
+            if self._launcher_alive():
+                problem = f"guest systemd not found within {timeout:.0f} s"
+            else:
+                exit_code = self._launcher_process.returncode if self._launcher_process else None
+                problem = "systemd-nspawn exited" + (
+                    f" {exit_code}" if exit_code is not None else ""
+                )
+            raise SandboxError(f"{self.name}: {problem}; console: {tail(self.console_log(40), 8)}")
         self._leader = found[0]
         return self._leader
 
@@ -682,8 +686,14 @@ def boot(
             host.stop(timeout=10)
         except SandboxError as cleanup_error:
             log.error("%s: cleanup after failed boot failed: %s", name, cleanup_error)
-        if isinstance(exc, SandboxError) and console and "console:" not in str(exc):
-            raise SandboxError(f"{exc}; console: {console}") from exc
+        if isinstance(exc, SandboxError):
+            message = str(exc)
+            if console and "console:" not in message:
+                message += f"; console: {console}"
+            raise SandboxError(
+                f"{message}; the instance directory {instance} is kept for inspection, "
+                f"`inv sandbox.down {name}` removes it"
+            ) from exc
         raise
     return host
 

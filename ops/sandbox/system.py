@@ -319,15 +319,20 @@ def release_nspawn_runtime_dir() -> None:
 
 
 @contextlib.contextmanager
-def runtime_lock() -> Iterator[None]:
-    """Serialize, across processes, the steps that share /run/systemd/nspawn and cgroup parents."""
-    RUNTIME_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(RUNTIME_LOCK, "w") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def runtime_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialize, across processes, the steps that share /run/systemd/nspawn and cgroup parents."""
+    return file_lock(RUNTIME_LOCK)
 
 
 def launcher_argv(cgroups: Sequence[Path], argv: Sequence[str], reboots: int = 0) -> list[str]:

@@ -8,6 +8,7 @@ host it booted are added to its report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from ops.sandbox import (
     boot,
     ensure_golden,
     generate_keypair,
+    get_host,
     new_name,
     public_key_of,
 )
@@ -79,9 +81,10 @@ class SandboxFactory:
         forwards: Sequence[int] = DEFAULT_FORWARDS,
     ) -> SandboxHost:
         """Boot a host (default user data: only the test key) and return it once systemd runs."""
+        name = name or new_name(self.prefix)
         try:
             host = boot(
-                name or new_name(self.prefix),
+                name,
                 self.user_data() if user_data is None else user_data,
                 meta,
                 forwards,
@@ -89,6 +92,10 @@ class SandboxFactory:
                 ssh_key=self.ssh_key,
             )
         except SandboxError as error:
+            # boot() released what it held and kept the instance directory for
+            # inspection; its error already contains the console tail.
+            with contextlib.suppress(SandboxError):
+                get_host(name).destroy()
             pytest.fail(f"sandbox host did not boot: {error}", pytrace=False)
         self.hosts.append(host)
         return host
