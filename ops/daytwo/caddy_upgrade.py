@@ -196,16 +196,19 @@ def _installed_version_step(version: str) -> Step:
         if reported != version:
             raise VerificationError(f"{layout.CADDY_BINARY} reports {reported}, expected {version}")
 
-    return Step(f"{layout.CADDY_BINARY} reports {version}", action=check)
+    return Step(
+        f"{layout.CADDY_BINARY} reports {version}", action=check, rerun_after_rollback=False
+    )
 
 
-def https_check(domain: str, timeout: float = common.CADDY_TIMEOUT) -> Step:
+def https_check(domain: str, timeout: float | None = None) -> Step:
     """Caddy answers HTTPS for DOMAIN on this server with zot's 200 or 401.
 
     --insecure because this checks that Caddy serves the site, not the chain:
     with `tls internal` the root is Caddy's own CA, unknown to curl.
     """
     url = f"https://{domain}/v2/"
+    timeout = common.CADDY_TIMEOUT if timeout is None else timeout
 
     def check(conn: Any) -> None:
         checks.wait_unit_active(conn, layout.CADDY_UNIT, timeout=timeout)

@@ -28,8 +28,9 @@ CADDY_TIMEOUT = 60
 Work = Callable[[Any, HostOutput], Outcome]
 
 
-def zot_checks(timeout: float = ZOT_TIMEOUT) -> list[Step]:
+def zot_checks(timeout: float | None = None) -> list[Step]:
     """zot.service runs and zot asks for credentials (401) on 127.0.0.1:5000."""
+    timeout = ZOT_TIMEOUT if timeout is None else timeout
     return [
         Step(
             f"{layout.ZOT_UNIT} is active",
@@ -43,9 +44,10 @@ def zot_checks(timeout: float = ZOT_TIMEOUT) -> list[Step]:
 
 
 def login_check(
-    user: str, password: Secret, *, accepted: bool, timeout: float = ZOT_TIMEOUT
+    user: str, password: Secret, *, accepted: bool, timeout: float | None = None
 ) -> Step:
     """A check that USER logs in to zot with PASSWORD (200) or, unless ACCEPTED, is rejected (401)."""
+    timeout = ZOT_TIMEOUT if timeout is None else timeout
     expected = 200 if accepted else 401
     verb = "logs in" if accepted else "is rejected"
 
@@ -62,11 +64,14 @@ def login_check(
             ) from None
 
     label = "new" if accepted else "old"
-    return Step(f"{user} {verb} with the {label} password", action=probe)
+    return Step(
+        f"{user} {verb} with the {label} password", action=probe, rerun_after_rollback=False
+    )
 
 
-def storage_check(admin: tuple[str, Secret], timeout: float = ZOT_TIMEOUT) -> Step:
+def storage_check(admin: tuple[str, Secret], timeout: float | None = None) -> Step:
     """A check that zot lists its repositories, which reads the storage backend."""
+    timeout = ZOT_TIMEOUT if timeout is None else timeout
     return Step(
         f"zot reads its storage ({ZOT_CATALOG} as {admin[0]})",
         action=lambda conn: checks.wait_http(

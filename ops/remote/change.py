@@ -118,6 +118,9 @@ class Step:
     command: str | None = None
     action: Callable[[Any], object] | None = None
     always_changes: bool = False
+    # A check of the new state only (the new version runs, the new password
+    # works) is not run again after a rollback, where it must fail.
+    rerun_after_rollback: bool = True
 
     def run(self, conn: Any) -> None:
         if self.action is not None:
@@ -254,6 +257,8 @@ class _Transaction:
         self.backups: dict[str, str | None] = {}
         self.installed: list[FilePlan] = []
         self.steps_started = False
+        # The step or check that was running, for the error message.
+        self.current = "replacing the files"
 
     def backup(self, plans: Sequence[FilePlan]) -> None:
         if not any(plan.current.exists for plan in plans):
@@ -418,10 +423,12 @@ def apply_change(
         transaction.remove_temps()
         for step in to_run:
             out(step.description)
+            transaction.current = step.description
             transaction.steps_started = True
             step.run(conn)
         for check in checks:
             out(f"check: {check.description}")
+            transaction.current = f"check: {check.description}"
             check.run(conn)
     except OpsError as error:
         if not transaction.installed and not transaction.steps_started:
@@ -445,6 +452,7 @@ def _roll_back(
 ) -> None:
     host = host_of(conn)
     restored = ", ".join(plan.desired.path for plan in transaction.installed)
+    failed = f"{task} failed on {host} at '{transaction.current}': {error}"
     out(f"failed: {error}")
     out(f"rolling back: restoring {restored or 'no files'}")
     try:
@@ -460,13 +468,13 @@ def _roll_back(
     except OpsError as restore_error:
         manual = "\n".join(f"  {line}" for line in transaction.restore_commands(steps))
         raise RestoreFailedError(
-            f"{task} failed on {host}: {error}\nRestoring the previous state failed too: "
+            f"{failed}\nRestoring the previous state failed too: "
             f"{restore_error}\nTo restore by hand, run on {host} as root:\n{manual}\n"
             f"then remove the change lock: rm -rf {layout.LOCK_DIR}"
         ) from None
 
     still_failing = []
-    for check in checks:
+    for check in (check for check in checks if check.rerun_after_rollback):
         try:
             check.run(conn)
         except OpsError as check_error:
@@ -479,10 +487,9 @@ def _roll_back(
     rerun = f"; ran {', '.join(step.description for step in steps)} again" if steps else ""
     if still_failing:
         raise RolledBackError(
-            f"{task} failed on {host}: {error}\nRolled back ({what}{rerun}), but the "
+            f"{failed}\nRolled back ({what}{rerun}), but the "
             f"checks still fail after the rollback: {'; '.join(still_failing)}"
         )
     raise RolledBackError(
-        f"{task} failed on {host}: {error}\nRolled back ({what}{rerun}); the host is back "
-        "at its previous state"
+        f"{failed}\nRolled back ({what}{rerun}); the host is back at its previous state"
     )

@@ -315,3 +315,67 @@ class FakeServer:
 def answer(stdout: str = "", stderr: str = "", exited: int = 0) -> Handler:
     """A handler that always returns the same output."""
     return lambda argv, stdin: (stdout, stderr, exited)
+
+
+def parse_curl_user(stdin: str | None) -> tuple[str, str] | None:
+    """Return (user, password) from curl configuration `user = "name:password"`."""
+    if not stdin:
+        return None
+    match = re.fullmatch(r'user = "((?:[^"\\]|\\.)*)"\n', stdin)
+    assert match, f"unexpected curl configuration on stdin: {len(stdin)} characters"
+    value = re.sub(
+        r"\\(.)",
+        lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)),
+        match.group(1),
+    )
+    user, _, password = value.partition(":")
+    return user, password
+
+
+def serve_zot(
+    server: FakeServer, storage_ok: Callable[[], bool] = lambda: True
+) -> list[tuple[str, str]]:
+    """Answer curl requests to zot on 127.0.0.1:5000 from the fake server's htpasswd.
+
+    /v2/ returns 401 without valid credentials and 200 with them; /v2/_catalog
+    returns 500 when STORAGE_OK() is false, as zot does when S3 rejects it.
+    Returns the list of (user, url) logins tried, filled as requests arrive.
+    """
+    from ops import htpasswd, layout
+    from ops.secrets import Secret
+
+    logins: list[tuple[str, str]] = []
+
+    def handler(argv: list[str], stdin: str | None) -> tuple[str, str, int]:
+        assert argv[0] == "curl"
+        url = argv[-1]
+        if server.units[layout.ZOT_UNIT]["ActiveState"] != "active":
+            return "000", "curl: (7) Failed to connect", 7
+        credentials = parse_curl_user(stdin)
+        if credentials is None:
+            return "401", "", 0
+        user, password = credentials
+        logins.append((user, url))
+        entries = (
+            htpasswd.parse(server.text(layout.ZOT_HTPASSWD))
+            if layout.ZOT_HTPASSWD in server.files
+            else {}
+        )
+        if user not in entries or not htpasswd.verify(Secret(password), entries[user]):
+            return "401", "", 0
+        if url.endswith("/_catalog") and not storage_ok():
+            return "500", "", 0
+        return "200", "", 0
+
+    server.on(r"^curl .* http://127\.0\.0\.1:5000/", handler)
+    return logins
+
+
+def fast_checks(monkeypatch: object) -> None:
+    """Make the post-change checks probe once, without pauses (for a pytest monkeypatch)."""
+    from ops.daytwo import common
+    from ops.remote import checks
+
+    monkeypatch.setattr(checks, "POLL_INTERVAL", 0)
+    monkeypatch.setattr(common, "ZOT_TIMEOUT", 0)
+    monkeypatch.setattr(common, "CADDY_TIMEOUT", 0)
