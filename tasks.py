@@ -74,3 +74,9 @@ from ops.daytwo.tasks import TASKS as DAYTWO_TASKS  # noqa: E402 (kept in this s
 for daytwo_task in DAYTWO_TASKS:
     namespace.add_task(daytwo_task)
 # --- end of day-two operations ---
+
+# --- diagnose: every troubleshooting check in one SSH round trip (ops/diagnose/tasks.py) ---
+from ops.diagnose.tasks import diagnose  # noqa: E402 (kept in this separate section)
+
+namespace.add_task(diagnose)
+# --- end of diagnose ---

@@ -640,7 +640,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ),
     ("wrong S3 secret, zot up", wrong_secret_zot_running, "s3-bucket", "inv set-s3-credentials"),
     ("unknown access key", unknown_access_key, "s3-bucket", "inv set-s3-credentials"),
-    ("missing bucket", missing_bucket, "s3-bucket", "create the bucket"),
+    ("missing bucket", missing_bucket, "s3-bucket", "inv set-s3-credentials --bucket NAME"),
     ("S3 endpoint unreachable", endpoint_unreachable, "s3-bucket", "getent hosts"),
     ("credentials missing", credentials_missing, "s3-credentials", "inv set-s3-credentials"),
     ("credentials readable", credentials_readable, "s3-credentials", "chmod 0600"),
@@ -659,10 +659,10 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("ufw 443 closed", ufw_443_closed, "ufw", "ufw allow 443/tcp"),
     ("ufw denies 80 first", ufw_80_denied_first, "ufw", "ufw allow 80/tcp"),
     ("cloud firewall 443", cloud_firewall_443_missing, "cloud-firewall", "--port 443"),
-    ("certificate expiring", certificate_expiring, "certificate", "inv logs --service caddy"),
-    ("certificate expired", certificate_expired, "certificate", "inv logs --service caddy"),
+    ("certificate expiring", certificate_expiring, "certificate", "inv logs --source caddy"),
+    ("certificate expired", certificate_expired, "certificate", "inv logs --source caddy"),
     ("certificate other name", certificate_other_name, "certificate", "inv deploy"),
-    ("no certificate", no_certificate, "certificate", "inv logs --service caddy"),
+    ("no certificate", no_certificate, "certificate", "inv logs --source caddy"),
     ("authentication off", auth_off, "zot-http", "inv deploy"),
     ("zot published publicly", zot_published_everywhere, "zot-exposure", "inv deploy"),
     ("disk full", disk_full, "disk", "apt-get clean"),
@@ -756,7 +756,7 @@ WARNINGS: list[tuple[str, Mutation, str, str]] = [
             certificate_der=make_certificate(not_after=NOW + 10 * DAY)
         ),
         "certificate",
-        "inv logs --service caddy",
+        "inv logs --source caddy",
     ),
     (
         "staging certificate",
@@ -773,7 +773,7 @@ WARNINGS: list[tuple[str, Mutation, str, str]] = [
         "zot crash loop",
         lambda f, _local: f["units"][layout.ZOT_UNIT].update(NRestarts="5"),
         "zot-service",
-        "inv logs --service zot",
+        "inv logs --source zot",
     ),
     (
         "errors in zot's log",
@@ -781,13 +781,13 @@ WARNINGS: list[tuple[str, Mutation, str, str]] = [
             errors=3, sample="s3 request failed: AccessDenied", sample_time=NOW - 60
         ),
         "zot-logs",
-        "inv logs --service zot",
+        "inv logs --source zot-log",
     ),
     (
         "caddy 5xx answers",
         lambda f, _local: f["logs"]["caddy_access"].update(server_errors=4),
         "caddy-logs",
-        "inv logs --service caddy",
+        "inv logs --source access",
     ),
     (
         "NTP not synchronised",

@@ -17,8 +17,9 @@ def restart(service: str) -> str:
     return f"inv restart --service {service}"
 
 
-def logs(service: str) -> str:
-    return f"inv logs --service {service}"
+def logs(source: str) -> str:
+    """Return the toolkit command that shows a log: zot, zot-log, caddy, access, auto-update."""
+    return f"inv logs --source {source}"
 
 
 # The bootstrap script can run again without harm (see templates/bootstrap.sh.j2).

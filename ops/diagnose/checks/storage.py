@@ -6,7 +6,7 @@ import stat
 
 from ... import layout
 from ..result import CheckResult, Inputs, fail, ok, skip, warn
-from .common import DEPLOY, SET_S3_CREDENTIALS, probe_error
+from .common import SET_S3_CREDENTIALS, probe_error
 
 # S3 error codes: what each means for this deployment, the fix, and where it runs.
 _S3_ERRORS = {
@@ -30,17 +30,17 @@ _S3_ERRORS = {
     "NoSuchBucket": (
         "no bucket of that name exists at this endpoint",
         "create the bucket in the Hetzner Console (Object Storage) in the configured "
-        f"location, or correct deployment.storage.bucket and run {DEPLOY}",
+        f"location, or switch to an existing one: {SET_S3_CREDENTIALS} --bucket NAME",
         "local",
     ),
     "PermanentRedirect": (
         "the bucket lives in another location than the endpoint names",
-        f"set deployment.storage.location to the bucket's location, then {DEPLOY}",
+        f"{SET_S3_CREDENTIALS} --location LOCATION (fsn1, nbg1 or hel1: the bucket's)",
         "local",
     ),
     "AuthorizationHeaderMalformed": (
         "the signing region does not match the endpoint's",
-        f"set deployment.storage.region to the endpoint's location, then {DEPLOY}",
+        f"{SET_S3_CREDENTIALS} --location LOCATION (the one the endpoint names)",
         "local",
     ),
     "RequestTimeTooSkewed": (

@@ -167,7 +167,7 @@ def clock(inputs: Inputs) -> CheckResult:
     return ok(f"synchronised (NTP), {skew_note}")
 
 
-def _log_check(sources: list[dict], extra: str, service: str) -> CheckResult:
+def _log_check(sources: list[dict], extra: str, service: str, log_source: str) -> CheckResult:
     readable = [source for source in sources if "errors" in source]
     if not readable:
         reasons = "; ".join(
@@ -190,7 +190,7 @@ def _log_check(sources: list[dict], extra: str, service: str) -> CheckResult:
             if latest
             else f"{errors} error lines of {lines} ({counts}){extra}",
             f"{service} logged errors recently",
-            logs(service),
+            logs(log_source),
             "local",
         )
 
@@ -198,7 +198,7 @@ def _log_check(sources: list[dict], extra: str, service: str) -> CheckResult:
         return warn(
             f"no error lines in {lines}{extra}",
             f"{service} answered with server errors",
-            logs(service),
+            logs("access"),
             "local",
         )
     return ok(f"no error lines in {lines} ({', '.join(s['source'] for s in readable)})")
@@ -210,7 +210,10 @@ def zot_logs(inputs: Inputs) -> CheckResult:
         return skip(f"logs not read: {probe_error(logs_facts)}")
 
     window = duration(logs_facts.get("window_seconds") or 0)
-    result = _log_check(logs_facts.get("zot") or [], "", "zot")
+    sources = logs_facts.get("zot") or []
+    # The toolkit's zot config logs to a file, so errors are usually there and not in the journal.
+    in_file = any(s.get("errors") for s in sources if s.get("source") == layout.ZOT_LOG)
+    result = _log_check(sources, "", "zot", "zot-log" if in_file else "zot")
     return _with_window(result, window)
 
 
@@ -224,7 +227,8 @@ def caddy_logs(inputs: Inputs) -> CheckResult:
     extra = ""
     if access.get("server_errors"):
         extra = f"; {access['server_errors']} of {access['requests']} requests answered 5xx"
-    return _with_window(_log_check(logs_facts.get("caddy") or [], extra, "caddy"), window)
+    result = _log_check(logs_facts.get("caddy") or [], extra, "caddy", "caddy")
+    return _with_window(result, window)
 
 
 def _with_window(result: CheckResult, window: str) -> CheckResult:
