@@ -5,10 +5,10 @@ Two directions, both built from socat with one child per connection:
 - to the guest: socat listens on this machine's 127.0.0.1:PORT, and each
   connection's child enters the guest's network namespace with nsenter and
   connects to the guest's 127.0.0.1:GUEST_PORT (sshd, Caddy, zot);
-- to the host: socat listens inside the guest's namespace on 127.0.0.1, and
-  each connection's child enters this machine's namespace through a saved
-  handle and connects to a service on this machine's loopback (the stand-ins
-  for the image registry, the Caddy release server, S3 and the apt proxy).
+- to the host: socat listens inside the guest's namespace on 127.0.0.1. Each
+  connection's child enters this machine's namespace through a saved handle
+  and connects to a service on this machine's loopback. The stand-ins for the
+  image registry, the Caddy release server, S3 and the apt proxy run there.
 
 Neither side ever listens on anything but a loopback address.
 """

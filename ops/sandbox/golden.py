@@ -1,6 +1,6 @@
 """The golden root filesystem: a Debian 12 tree that every sandbox host boots from.
 
-It holds what a fresh Hetzner Debian 12 image has (sshd, cloud-init, sudo,
+It contains what a fresh Hetzner Debian 12 image has (sshd, cloud-init, sudo,
 python3, locales, curl) and nothing the bootstrap installs itself (podman,
 caddy, ufw), so the bootstrap runs its own apt steps as on a real server.
 The tree is cached under a directory named after a hash of the recipe: it is
@@ -228,6 +228,7 @@ def _build(recipe: GoldenRecipe, dest: Path, log: Callable[[str], None]) -> None
         timeout=1200,
     )
     _write_apt_sources(recipe, dest)
+
     log(f"apt-get install {' '.join(recipe.packages)}")
     _run_in_tree(
         "install packages",
@@ -236,6 +237,7 @@ def _build(recipe: GoldenRecipe, dest: Path, log: Callable[[str], None]) -> None
         + " ".join(recipe.packages),
         timeout=1200,
     )
+
     # Without the locale cloud-init's locale module fails and marks
     # cloud-config.service failed.
     locale_line = f"{recipe.locale} {recipe.locale.split('.')[-1]}"
@@ -246,15 +248,18 @@ def _build(recipe: GoldenRecipe, dest: Path, log: Callable[[str], None]) -> None
         f"grep -qx '{locale_line}' /etc/locale.gen && locale-gen && "
         f"update-locale LANG={recipe.locale}",
     )
+
     # Package lists are dropped as in a cloud image, so the bootstrap's own
     # `apt-get update` is what makes packages installable.
     _run_in_tree("clean apt caches", dest, "apt-get clean && rm -rf /var/lib/apt/lists/*")
+
     for path, content in recipe.files:
         target = dest / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink():
             target.unlink()
         target.write_text(content)
+
     # dbus keeps its own copy of the machine id; drop it with the id itself.
     (dest / "var/lib/dbus/machine-id").unlink(missing_ok=True)
 

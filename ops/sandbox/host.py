@@ -6,11 +6,11 @@ first boot, as Hetzner's metadata service does on a new server. The host
 runs in its own network namespace that contains only `lo`; loopback-only
 forwarders connect it with this machine (see forward.py).
 
-Every resource a host holds is written to a state file in its instance
+Every resource of a host is recorded in a state file in its instance
 directory, so another process (`inv sandbox.list`, `inv sandbox.down`) can
-find and release it: the overlay mount, the network namespace, the cgroups,
-the launcher and forwarder processes (pid and start time, so a recycled pid
-is never signalled).
+find and release it. The resources are the overlay mount, the network
+namespace, the cgroups, and the launcher and forwarder processes. Processes
+are recorded by pid and start time, so a recycled pid is never signalled.
 """
 
 from __future__ import annotations
@@ -76,12 +76,12 @@ EXITED = "exited"
 STOPPED = "stopped"
 FAILED = "failed"
 
-# Environment of systemd-nspawn (systemd 252) that a guest needs on this machine:
-# - the host has hybrid cgroups (v1 controllers plus a v2 "unified" tree);
-#   this gives the guest a cgroup v2 tree as on a real Debian 12 server, where
-#   crun and runc would otherwise fail on the read-only v1 controllers;
-# - a writable /proc/sys/net lets netavark set sysctls in the guest's own
-#   network namespace ("Sysctl error: Read-only file system" without it).
+# Environment of systemd-nspawn (systemd 252) that a guest needs on this machine.
+# The host has hybrid cgroups (v1 controllers plus a v2 "unified" tree). The
+# first variable gives the guest a cgroup v2 tree as on a real Debian 12
+# server, because crun and runc fail on the read-only v1 controllers. The
+# second makes /proc/sys/net writable, so netavark can set sysctls in the
+# guest's own network namespace ("Sysctl error: Read-only file system").
 NSPAWN_ENV = {
     "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
     "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network",
@@ -93,8 +93,9 @@ SIGRTMIN_POWEROFF = signal.SIGRTMIN + 4
 def nspawn_argv(machine: str, root: Path, netns: Path, containers_dir: Path) -> list[str]:
     """Return the systemd-nspawn command line that boots `root` as `machine`.
 
-    Each flag was needed on this kind of machine (PID 1 is not systemd, no
-    system bus, hybrid cgroups); the failure seen without it is noted.
+    Each flag was needed on this kind of machine, where PID 1 is not systemd,
+    there is no system bus and cgroups are hybrid. The comments name the
+    failure seen without a flag.
     """
     return [
         "systemd-nspawn",
@@ -119,7 +120,7 @@ def nspawn_argv(machine: str, root: Path, netns: Path, containers_dir: Path) -> 
 
 @dataclass
 class HostState:
-    """What a sandbox host holds on this machine; saved as JSON in its instance directory."""
+    """Resources of one sandbox host on this machine, saved as JSON in its instance directory."""
 
     name: str
     machine: str
@@ -313,7 +314,7 @@ class SandboxHost:
         Pass secrets through `input_text` (stdin), never in `command`.
         """
         argv = self.guest_argv(command)
-        shown = command if isinstance(command, str) else " ".join(command)
+        command_text = command if isinstance(command, str) else " ".join(command)
         process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
@@ -329,12 +330,12 @@ class SandboxHost:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise SandboxError(
-                f"run in {self.name}: timed out after {timeout:.0f} s: {shown}"
+                f"run in {self.name}: timed out after {timeout:.0f} s: {command_text}"
             ) from None
         result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
         if check and result.returncode != 0:
             raise SandboxError(
-                f"run in {self.name}: {shown} exited {result.returncode}: {tail(stderr or stdout)}"
+                f"run in {self.name}: {command_text} exited {result.returncode}: {tail(stderr or stdout)}"
             )
         return result
 
@@ -531,12 +532,13 @@ class SandboxHost:
         self.leader(timeout=timeout)
 
     def stop(self, timeout: float = 30) -> None:
-        """Power the guest off and release every resource it holds on this machine.
+        """Power the guest off and release every resource it has on this machine.
 
-        SIGRTMIN+4 asks the guest's systemd for a clean poweroff; after `timeout`
-        seconds whatever is left in the host's cgroup is killed. Then forwarders,
-        mounts, the network namespace and the cgroups are removed. Safe to call
-        again, and from a process other than the one that booted the host.
+        SIGRTMIN+4 requests a clean poweroff from the guest's systemd. After
+        `timeout` seconds whatever is left in the host's cgroup is killed. Then
+        forwarders, mounts, the network namespace and the cgroups are removed.
+        Safe to call again, and from a process other than the one that booted
+        the host.
         """
         state = self.state
         if self._launcher_alive():

@@ -1,4 +1,4 @@
-"""Where the sandbox keeps golden images, instances and runtime handles on this machine."""
+"""Paths of the sandbox's golden trees, host instances and runtime handles on this machine."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT_VARIABLE = "ZOT_HETZNER_SANDBOX_DIR"
 DEFAULT_ROOT = Path("/var/lib/zot-hetzner-sandbox")
 RUNTIME_ROOT = Path("/run/zot-hetzner-sandbox")
 # Prefix of every machine, network namespace and cgroup name the sandbox creates,
-# so they are told apart from anything else on this machine.
+# so they are distinguished from anything else on this machine.
 PREFIX = "zhs-"
 CGROUP_PARENT = "zot-hetzner-sandbox"
 

@@ -282,7 +282,7 @@ def unmount_all_below(path: Path, step: str) -> None:
             run_step(step, ["umount", point], check=False)
     left = mounts_below(path)
     if left:
-        # A lazy unmount detaches what a late process still holds open.
+        # A lazy unmount detaches mounts that a late process still has open.
         for point in left:
             run_step(step, ["umount", "--lazy", point], check=False)
     left = mounts_below(path)
