@@ -59,7 +59,103 @@ def render(c, mode="console", output="cloud-init-custom.yaml", files=None, secre
         )
 
 
-namespace = Collection(render)
+def _secret_source(secrets_file):
+    from ops.secrets import SecretSource
+
+    return SecretSource.load(secrets_file=Path(secrets_file) if secrets_file else None)
+
+
+@task(
+    help={
+        "provider": "hetzner (default): a server on Hetzner Cloud; local: a sandbox host "
+        "on this machine (needs root and systemd-nspawn)",
+        "dry-run": "read the project and print what would be created; change nothing",
+        "secrets-file": "a mode 0600 KEY=VALUE file with secrets (default: environment only)",
+        "skip-dns-check": "do not wait for the domain's A/AAAA records to point at the server",
+        "dns-timeout": "seconds to wait for the DNS records (default 600)",
+        "cloud-init-timeout": "seconds to wait for the first boot to finish (default 1500)",
+    }
+)
+def deploy(
+    c,
+    provider="hetzner",
+    dry_run=False,
+    secrets_file=None,
+    skip_dns_check=False,
+    dns_timeout=600,
+    cloud_init_timeout=1500,
+):
+    """Create the server if needed and bring the registry up; safe to run again."""
+    from ops.converge import Timeouts
+    from ops.deploy import deploy as run_deploy
+
+    try:
+        settings = config.load_settings(c)
+        timeouts = Timeouts(dns=float(dns_timeout), cloud_init=float(cloud_init_timeout))
+        outcome = run_deploy(
+            settings,
+            provider=provider,
+            dry_run=dry_run,
+            source=_secret_source(secrets_file),
+            timeouts=timeouts,
+            check_dns=not skip_dns_check,
+        )
+    except OpsError as error:
+        raise _fail(error) from None
+    except ValueError as error:
+        raise Exit(f"error: a timeout is not a number ({error})", code=2) from None
+    if outcome.dry_run:
+        print("dry run: nothing was created or changed")
+        return
+    record = outcome.record
+    addresses = ", ".join(a for a in (record.ipv4, record.ipv6) if a)
+    print(f"server {record.name}: {addresses or record.ssh_host}")
+    print("changes: " + ("; ".join(outcome.changes) if outcome.changes else "none"))
+    for user, path in outcome.generated.items():
+        print(f"generated a password for registry user {user}, saved in {path} (mode 0600)")
+    admin = next(user.name for user in settings.users if user.role == "admin")
+    print(f"registry ready at {outcome.registry_url}")
+    print(f"log in with: podman login {settings.domain} --username {admin}")
+
+
+@task(
+    help={
+        "provider": "hetzner (default) or local",
+        "yes": "do not ask for confirmation (for scripts)",
+        "firewall": "also remove the deployment's Hetzner Cloud Firewall",
+        "secrets-file": "a mode 0600 KEY=VALUE file with secrets (default: environment only)",
+    }
+)
+def destroy(c, provider="hetzner", yes=False, firewall=False, secrets_file=None):
+    """Remove the deployment's server; the Object Storage bucket is never touched."""
+    from ops.deploy import destroy as run_destroy
+
+    try:
+        settings = config.load_settings(c)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Exit(
+                    "error: destroy needs confirmation; pass --yes to run without a terminal",
+                    code=2,
+                )
+            answer = input(
+                f"Delete the server of deployment {settings.name!r}? Type its name to confirm: "
+            )
+            if answer.strip() != settings.name:
+                raise Exit("aborted: nothing was deleted", code=1)
+        lines = run_destroy(
+            settings,
+            provider=provider,
+            remove_firewall=firewall,
+            source=_secret_source(secrets_file),
+        )
+    except OpsError as error:
+        raise _fail(error) from None
+    for line in lines:
+        print(line)
+
+
+namespace = Collection(render, deploy, destroy)
 namespace.configure({config.CONFIG_KEY: config.defaults()})
 
 # --- sandbox: local Debian 12 hosts booted with systemd-nspawn (ops/sandbox/tasks.py) ---
