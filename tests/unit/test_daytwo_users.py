@@ -124,10 +124,11 @@ def test_rotate_rolls_back_when_old_still_works(
         return ("200" if stdin else "401"), "", 0
 
     server.handlers.insert(0, (re.compile(r"^curl "), stale_zot))
-    with pytest.raises(RolledBackError, match="old password"):
+    with pytest.raises(RolledBackError, match="old password") as raised:
         users.rotate_password(
             server, out, user="admin", new_password=Secret(NEW), old_password=Secret(OLD)
         )
+    assert "back at its previous state" in str(raised.value)
     assert server.text(layout.ZOT_HTPASSWD) == original
 
 
