@@ -1125,7 +1125,8 @@ def collect(params: dict) -> dict:
     )
     section(facts, "auto_update", collect_auto_update_dry_run)
     section(facts, "htpasswd", collect_htpasswd, zot["htpasswd"])
-    section(facts, "zot_http", http_request, zot["address"], zot["port"], "127.0.0.1", "/v2/")
+    zot_host = f"{zot['address']}:{zot['port']}"
+    section(facts, "zot_http", http_request, zot["address"], zot["port"], zot_host, "/v2/")
     section(facts, "s3", collect_s3, facts["zot_config"], credentials)
     section(facts, "caddy", collect_caddy, params)
     section(

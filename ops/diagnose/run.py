@@ -136,6 +136,8 @@ def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list
     params = remote.probe_params(settings.domain)
     servers = recorded_servers(settings.name)
     reports: dict[Target, HostReport] = {}
+    # run_on_hosts hands work() only the connection; this maps it back to its target.
+    targets_by_connection: dict[int, Target] = {}
     lock = threading.Lock()
     client_lock = threading.Lock()
     client_cache: list[Any] = []
@@ -150,7 +152,8 @@ def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list
         shared = pool.submit(gather_local, settings, env)
 
         def work(conn: Any, out: HostOutput) -> Outcome:
-            target = conn.target if hasattr(conn, "target") else _target_of(conn, targets)
+            with lock:
+                target = targets_by_connection[id(conn)]
             started = time.monotonic()
             expect, record = expectations_for(settings, target, targets, servers)
             sent_at = time.time()
@@ -193,9 +196,15 @@ def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list
                 reports[target] = report
             return Outcome(OK, f"{report.count('fail')} failed, {report.count('warn')} warnings")
 
+        def open_connection(target: Target) -> Any:
+            conn = env.connect(target)
+            with lock:
+                targets_by_connection[id(conn)] = target
+            return conn
+
         # Per-host lines of run_on_hosts are not shown, because the report contains everything.
         results = run_on_hosts(
-            targets, env.connect, work, stream=io.StringIO(), max_parallel=env.max_parallel
+            targets, open_connection, work, stream=io.StringIO(), max_parallel=env.max_parallel
         )
     ordered = []
     for result in results:
@@ -208,13 +217,6 @@ def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list
             )
         ordered.append(report)
     return ordered
-
-
-def _target_of(conn: Any, targets: Sequence[Target]) -> Target:
-    for target in targets:
-        if target.address == getattr(conn, "host", None):
-            return target
-    raise LookupError(f"no target for connection to {getattr(conn, 'host', '?')}")
 
 
 def exit_code(reports: Sequence[HostReport], warn_fails: bool = False) -> int:
