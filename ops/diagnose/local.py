@@ -11,6 +11,12 @@ from . import probe
 
 # Returns {"ipv4": [...], "ipv6": [...], "error": str | None} for a domain.
 Resolver = Callable[[str], dict[str, Any]]
+# Maps a resolved address to the (address, port) to connect to for HTTPS.
+Endpoint = Callable[[str], tuple[str, int]]
+
+
+def https_endpoint(address: str) -> tuple[str, int]:
+    return address, 443
 
 
 def resolve(domain: str) -> dict[str, Any]:
@@ -30,7 +36,7 @@ def resolve(domain: str) -> dict[str, Any]:
 
 
 def https_from_here(
-    domain: str, resolution: dict[str, Any], tls: str, port: int = 443
+    domain: str, resolution: dict[str, Any], tls: str, endpoint: Endpoint = https_endpoint
 ) -> dict[str, Any] | None:
     """GET https://DOMAIN/v2/ from here at each resolved address until one answers.
 
@@ -43,8 +49,9 @@ def https_from_here(
         return None
     reply: dict[str, Any] = {}
     for address in addresses:
+        connect_to, port = endpoint(address)
         reply = probe.http_request(
-            address, port, domain, "/v2/", server_name=domain, verify=(tls == "acme")
+            connect_to, port, domain, "/v2/", server_name=domain, verify=(tls == "acme")
         )
         reply["address"] = address
         if "status" in reply or reply.get("verify_error"):

@@ -52,7 +52,8 @@ class Environment:
 
     connect: Callable[[Target], Any]
     resolver: local.Resolver = local.resolve
-    https_port: int = 443
+    # Tests map the resolved addresses to loopback forwarders.
+    https_endpoint: local.Endpoint = local.https_endpoint
     # Returns an hcloud.Client, or None when no HCLOUD_TOKEN is available.
     hcloud_client: Callable[[], Any] | None = None
     max_parallel: int = 10
@@ -127,7 +128,7 @@ def expectations_for(
 
 def gather_local(settings: Any, env: Environment) -> dict[str, Any]:
     resolution = env.resolver(settings.domain)
-    https = local.https_from_here(settings.domain, resolution, settings.tls, env.https_port)
+    https = local.https_from_here(settings.domain, resolution, settings.tls, env.https_endpoint)
     return {"resolution": resolution, "https": https}
 
 

@@ -301,7 +301,9 @@ def test_probe_without_caddy_binary_skips_validate(probe_run):
 
 def test_https_from_here_uses_the_domain_as_sni(caddy_like: dict[str, Any]):
     resolution = {"ipv4": ["127.0.0.1"], "ipv6": [], "error": None}
-    reply = local.https_from_here(DOMAIN, resolution, "internal", caddy_like["port"])
+    reply = local.https_from_here(
+        DOMAIN, resolution, "internal", lambda address: (address, caddy_like["port"])
+    )
     assert reply is not None
     assert reply["status"] == 401
     assert reply["address"] == "127.0.0.1"
@@ -310,7 +312,9 @@ def test_https_from_here_uses_the_domain_as_sni(caddy_like: dict[str, Any]):
 
 def test_https_from_here_verifies_acme_certificates(caddy_like: dict[str, Any]):
     resolution = {"ipv4": ["127.0.0.1"], "ipv6": [], "error": None}
-    reply = local.https_from_here(DOMAIN, resolution, "acme", caddy_like["port"])
+    reply = local.https_from_here(
+        DOMAIN, resolution, "acme", lambda address: (address, caddy_like["port"])
+    )
     assert reply is not None
     assert "status" not in reply
     assert "self-signed" in reply["verify_error"] or "certificate" in reply["verify_error"]
