@@ -59,6 +59,15 @@ def https_from_here(
     return reply
 
 
+def https_at(domain: str, address: str, port: int, tls: str) -> dict[str, Any]:
+    """GET https://DOMAIN/v2/ at ADDRESS:PORT, for a server whose record names where HTTPS is."""
+    reply = probe.http_request(
+        address, port, domain, "/v2/", server_name=domain, verify=(tls == "acme")
+    )
+    reply["address"] = f"{address}:{port}, the recorded endpoint"
+    return reply
+
+
 def cloud_firewall(
     client: Any, server_id: int | None, name: str, addresses: set[str]
 ) -> dict[str, Any]:

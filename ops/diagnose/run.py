@@ -175,11 +175,18 @@ def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list
             except TimeoutError:
                 error = f"no answer within {LOCAL_FACTS_TIMEOUT:.0f} s"
                 gathered = {"resolution": {"error": error}, "https": None}
+            https = gathered["https"]
+            endpoint = (record or {}).get("https_endpoint")
+            if endpoint:
+                # deploy records where HTTPS is reached when DNS cannot say (a local host).
+                https = local.https_at(
+                    settings.domain, str(endpoint[0]), int(endpoint[1]), settings.tls
+                )
             inputs = Inputs(
                 facts=facts,
                 local=LocalFacts(
                     resolution=gathered["resolution"],
-                    https=gathered["https"],
+                    https=https,
                     cloud_firewall=firewall,
                     sent_at=sent_at,
                     received_at=received_at,

@@ -310,6 +310,13 @@ def test_https_from_here_uses_the_domain_as_sni(caddy_like: dict[str, Any]):
     assert DOMAIN in caddy_like["sni"]
 
 
+def test_https_at_recorded_endpoint(caddy_like: dict[str, Any]):
+    reply = local.https_at(DOMAIN, "127.0.0.1", caddy_like["port"], "internal")
+    assert reply["status"] == 401
+    assert reply["address"] == f"127.0.0.1:{caddy_like['port']}, the recorded endpoint"
+    assert DOMAIN in caddy_like["sni"]
+
+
 def test_https_from_here_verifies_acme_certificates(caddy_like: dict[str, Any]):
     resolution = {"ipv4": ["127.0.0.1"], "ipv6": [], "error": None}
     reply = local.https_from_here(
