@@ -85,6 +85,7 @@ class CacheProxyServer(ThreadingHTTPServer):
 class CacheProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CacheProxyServer
+    client_open = True
 
     def log_message(self, format, *args):
         LOG.info("%s %s", self.address_string(), format % args)
@@ -177,18 +178,16 @@ class CacheProxyHandler(BaseHTTPRequestHandler):
         handle, temporary_name = tempfile.mkstemp(dir=cached.parent, prefix=".partial-")
         temporary = Path(temporary_name)
         received = 0
-        client_open = send_body
+        # The last chunk goes to the client only after the cache entry is in
+        # place, so a client that has the whole file finds it cached next time.
+        held_back = b""
         try:
             with os.fdopen(handle, "wb") as partial:
                 while chunk := response.read(CHUNK_SIZE):
                     partial.write(chunk)
                     received += len(chunk)
-                    if client_open:
-                        try:
-                            self.wfile.write(chunk)
-                        except (BrokenPipeError, ConnectionResetError):
-                            # Finish the download anyway, so the next request is a hit.
-                            client_open = False
+                    self.send_chunk(held_back, send_body)
+                    held_back = chunk
             if length is not None and received != int(length):
                 LOG.error("short read from mirror: %d of %s bytes", received, length)
                 self.close_connection = True
@@ -198,8 +197,19 @@ class CacheProxyHandler(BaseHTTPRequestHandler):
             }
             self.metadata_path(cached).write_text(json.dumps(metadata))
             temporary.replace(cached)
+            self.send_chunk(held_back, send_body)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def send_chunk(self, chunk: bytes, send_body: bool) -> None:
+        if not (chunk and send_body and self.client_open):
+            return
+        try:
+            self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            # The download goes on without the client, so the next request is a hit.
+            self.client_open = False
+            self.close_connection = True
 
     def send_cached(self, cached: Path, send_body: bool, outcome: str) -> None:
         try:

@@ -5,9 +5,9 @@ Assets follow upstream's names and formats: `{base}/v{ver}/caddy_{ver}_linux_{ar
 in sha512sum format, plus `{"tag_name": "v{ver}"}` at the releases API path.
 
 The binaries are Debian's caddy (amd64 from this machine, arm64 from Debian's
-arm64 package). A second version is the same binary with its version string
-rewritten in place, so `caddy version` distinguishes the two while every other
-behaviour stays Debian's build.
+arm64 package) with the version string set at link time replaced. So
+`caddy version` prints upstream's form ("v2.6.3 h1:...") and each served
+version its own number, while every other behaviour stays Debian's build.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tarfile
 from pathlib import Path
 
 from .debian import fetch_package_file, installed_version
+from .go_string import replace_go_string
 from .process import LOOPBACK, StandinError, StandinProcess, http_status, python_environment
 
 DEBIAN_CADDY = Path("/usr/bin/caddy")
@@ -37,8 +38,8 @@ RELEASES_API_PATH = "/repos/caddyserver/caddy/releases/latest"
 ELF_MACHINES = {"amd64": 0x3E, "arm64": 0xB7}
 # A broken binary keeps this many leading bytes: a valid ELF header, then nothing.
 BROKEN_BINARY_BYTES = 64 * 1024
-# Part of the asset cache key: raise it when the tarball or checksum layout changes.
-ASSET_FORMAT = 1
+# Part of the asset cache key: raise it when the tarball, binary patch or checksum layout changes.
+ASSET_FORMAT = 2
 
 
 class CaddyFault(enum.Enum):
@@ -70,23 +71,30 @@ def elf_machine(binary: bytes) -> int:
     return int.from_bytes(binary[18:20], "little")
 
 
-def rewrite_version(binary: bytes, old: str, new: str) -> bytes:
-    """Return `binary` with its version string `old` replaced by `new` of the same length.
+def version_output(version: str, source_version: str) -> str:
+    """Return what the stand-in caddy `version` prints for `version`: "v2.6.3 h1:...".
 
-    Debian builds caddy with the version set through the linker, so the string
-    occurs once in the read-only data. A same-length rewrite keeps every
-    offset valid. Raises StandinError when the string is not found exactly once.
+    Upstream release binaries print "v<version> h1:<module sum>"; the part
+    after the space names the Debian build instead, since there is no
+    upstream module sum to print.
     """
-    if len(old) != len(new):
-        raise StandinError(f"cannot rewrite caddy version {old} to {new}: lengths differ")
-    old_bytes = old.encode()
-    count = binary.count(old_bytes)
-    if count != 1:
+    return f"v{version} h1:stand-in-from-debian-caddy-{source_version}"
+
+
+def rewrite_version(binary: bytes, source_version: str, version: str) -> bytes:
+    """Return Debian's caddy `binary` patched to print `version_output(version, ...)`.
+
+    Debian builds caddy with the version set through the linker, so its
+    `caddy version` prints the bare "2.6.2". The stand-in prints upstream's
+    form, which the deployment parses. Raises StandinError when the binary
+    cannot be patched.
+    """
+    try:
+        return replace_go_string(binary, source_version, version_output(version, source_version))
+    except StandinError as exc:
         raise StandinError(
-            f"cannot rewrite caddy version {old}: found {count} occurrences in the binary, "
-            "expected exactly 1"
-        )
-    return binary.replace(old_bytes, new.encode())
+            f"cannot make caddy {version} from Debian's {source_version}: {exc}"
+        ) from exc
 
 
 def build_tarball(binary: bytes, license_text: bytes, readme: bytes) -> bytes:
@@ -160,7 +168,7 @@ class CaddyReleaseServer(StandinProcess):
     """Caddy release assets and the releases API on 127.0.0.1.
 
     `versions` defaults to the version of Debian's caddy and the next patch
-    version made from it (2.6.2 and 2.6.3 on Debian 12); the last one is
+    version made from it (2.6.2 and 2.6.3 on Debian 12). The last one is
     "latest" until `set_latest` changes it. `arm64_binary` defaults to
     the caddy of Debian's arm64 package of the installed version, fetched
     once into `cache_dir`; pass `architectures=("amd64",)` to skip it.
@@ -275,11 +283,11 @@ class CaddyReleaseServer(StandinProcess):
         for version in self.versions:
             lines = []
             for arch, (binary, source_version) in sources.items():
-                if version != source_version:
-                    binary = rewrite_version(binary, source_version, version)
+                binary = rewrite_version(binary, source_version, version)
                 readme = (
                     f"# Caddy {version} stand-in\n\nDebian's caddy {source_version} binary for "
-                    f"linux/{arch}, reporting version {version}.\n"
+                    f"linux/{arch}; `caddy version` prints "
+                    f"{version_output(version, source_version)}.\n"
                 ).encode()
                 tarball = build_tarball(binary, license_text, readme)
                 name = tarball_name(version, arch)

@@ -7,7 +7,7 @@
 # distribution API, and runs that registry in its place.
 #
 # NOTE: distribution serves none of zot's own endpoints: /livez, /readyz,
-# /startupz, /metrics, /v2/_zot/ext/... and the UI answer 404. /v2/ with
+# /startupz, /metrics, /v2/_zot/ext/... and the UI return 404. /v2/ with
 # htpasswd auth works on both. Repository access policies are not enforced.
 set -eu
 
