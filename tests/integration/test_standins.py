@@ -165,7 +165,9 @@ def test_s3_put_and_list(s3: S3Server):
 
     assert s3.list_objects("zot/") == ["zot/docker/registry/v2/x"]
     assert s3.settings_overrides(9000)["storage.endpoint"] == "http://127.0.0.1:9000"
+    assert s3.settings_overrides(9000, "10.88.0.1")["storage.endpoint"] == "http://10.88.0.1:9000"
     assert s3.settings_overrides()["storage.path_style"] is True
+    assert s3.settings_overrides()["storage.bucket"] == s3.bucket
 
 
 @pytest.mark.parametrize(
@@ -379,3 +381,123 @@ def test_apt_through_proxy_caches_packages(tmp_path: Path):
     assert list(downloads.glob("hello_*.deb"))
     assert stats["hit"] >= 1
     assert stats["rejected"] == 0
+
+
+# --- a sandbox host pulls and runs the zot stand-in --------------------------------------------
+
+
+def wait_for_status(host, url: str, expected: str, attempts: int = 60) -> str:
+    """Poll `url` with curl in the guest until it returns `expected`; return the last status."""
+    status = ""
+    for _ in range(attempts):
+        result = host.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url],
+            check=False,
+        )
+        status = result.stdout.strip()
+        if status == expected:
+            return status
+        host.run(["sleep", "0.5"])
+    return status
+
+
+def test_guest_pulls_and_runs_standin(
+    sandbox_host_factory, image: ZotStandinImage, s3: S3Server, tmp_path: Path
+):
+    tag = "project-zot/zot-standin:latest"
+    with LocalRegistry(tmp_path / "registry") as registry, AptProxy(tmp_path / "apt") as apt:
+        registry.push(image.storage_reference(image.local_reference("v1")), tag)
+        host = sandbox_host_factory()
+        for port in (registry.port, s3.port, apt.port):
+            host.expose_host_port(port)
+
+        proxy = f"Acquire::http::Proxy={apt.proxy_url()}"
+        host.run(["apt-get", "-q", "-o", proxy, "update"], timeout=300)
+        host.run(
+            [
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "-q",
+                "-y",
+                "-o",
+                proxy,
+                "install",
+                "podman",
+            ],
+            timeout=900,
+        )
+        dropin = f'[[registry]]\nlocation = "{registry.address()}"\ninsecure = true\n'
+        host.run(
+            ["sh", "-c", "cat > /etc/containers/registries.conf.d/50-standins.conf"],
+            input_text=dropin,
+        )
+        config = zot_config(s3)
+        config["http"].update(address="127.0.0.1", port="5000")
+        host.run(["mkdir", "-p", "/etc/zot", "/var/log/zot"])
+        host.run(["sh", "-c", "cat > /etc/zot/config.json"], input_text=json.dumps(config))
+        htpasswd = f"{USER}:" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode()
+        host.run(["sh", "-c", "umask 077; cat > /etc/zot/htpasswd"], input_text=htpasswd + "\n")
+        credentials = "".join(
+            f"{name}={value.reveal()}\n" for name, value in s3.secret_environment().items()
+        )
+        host.run(["sh", "-c", "umask 077; cat > /etc/zot/credentials.env"], input_text=credentials)
+
+        # NOTE: the production unit publishes 127.0.0.1:5000 from podman's bridge
+        # network, where the guest's loopback (and so the exposed S3 port) is not
+        # reachable. Host networking keeps this test about the image itself.
+        run = host.run(
+            [
+                "podman",
+                "run",
+                "--detach",
+                "--name",
+                "zot",
+                "--network",
+                "host",
+                "--env-file",
+                "/etc/zot/credentials.env",
+                "--volume",
+                "/etc/zot:/etc/zot:ro",
+                "--volume",
+                "/var/log/zot:/var/log/zot",
+                registry.image_reference(tag),
+            ],
+            check=False,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+
+        assert wait_for_status(host, "http://127.0.0.1:5000/v2/", "401") == "401"
+        login = host.run(
+            [
+                "podman",
+                "login",
+                "--tls-verify=false",
+                "--username",
+                USER,
+                "--password-stdin",
+                "127.0.0.1:5000",
+            ],
+            input_text=PASSWORD,
+            check=False,
+        )
+        assert login.returncode == 0, login.stderr
+        push = host.run(
+            [
+                "podman",
+                "push",
+                "--tls-verify=false",
+                registry.image_reference(tag),
+                "127.0.0.1:5000/demo/app:1",
+            ],
+            check=False,
+            timeout=300,
+        )
+        assert push.returncode == 0, push.stderr
+        version = host.run(["podman", "exec", "zot", "/usr/bin/zot", "--version"])
+        audit = host.run(["cat", "/var/log/zot/audit.log"]).stdout
+
+    assert version.stdout.startswith("zot stand-in v1 (")
+    assert any("/repositories/demo/app/_manifests/tags/1/" in key for key in s3.list_objects())
+    assert '"http.request.uri":"/v2/demo/app/manifests/1"' in audit

@@ -60,10 +60,18 @@ class S3Server(StandinProcess):
     def credentials_file(self) -> Path:
         return self.work_dir / CREDENTIALS_FILE
 
-    def settings_overrides(self, guest_port: int | None = None) -> dict[str, object]:
-        """Return settings fields that point a deployment at this server (path-style URLs)."""
+    def settings_overrides(
+        self, guest_port: int | None = None, guest_host: str = LOOPBACK
+    ) -> dict[str, object]:
+        """Return settings fields that point a deployment at this server (path-style URLs).
+
+        NOTE: zot runs in a container on podman's bridge network, from where
+        the guest's 127.0.0.1 is not reachable. The S3 port must then be exposed
+        on a guest address the container can reach (e.g. the bridge gateway),
+        passed as `guest_host`.
+        """
         return {
-            "storage.endpoint": f"http://{LOOPBACK}:{guest_port or self.require_port()}",
+            "storage.endpoint": f"http://{guest_host}:{guest_port or self.require_port()}",
             "storage.path_style": True,
             "storage.bucket": self.bucket,
             "storage.region": self.region,

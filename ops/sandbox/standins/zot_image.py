@@ -31,7 +31,11 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # zot's own image runs `/usr/bin/zot serve /etc/zot/config.json` (zot's build/Dockerfile).
 ENTRYPOINT = ["/usr/bin/zot"]
 COMMAND = ["serve", "/etc/zot/config.json"]
-STORAGE_DRIVERS = ("overlay", "vfs")
+# vfs first: the overlay driver bind-mounts its storage directory onto itself,
+# and that mount outlives buildah, so deleting a work directory that was not
+# cleaned with remove_storage() fails with EBUSY. vfs took about 2 s per image
+# build against 1 s for overlay (2-core machine).
+STORAGE_DRIVERS = ("vfs", "overlay")
 
 
 def shared_libraries(binary: Path) -> list[Path]:
@@ -99,8 +103,8 @@ def stage_rootfs(rootfs: Path, version: str) -> None:
 class ZotStandinImage:
     """Builds zot stand-in images into a containers-storage of its own under `work_dir`.
 
-    The storage driver is overlay when it works on this machine and vfs
-    otherwise. The choice is kept in `work_dir`, so later calls and skopeo
+    The storage driver is the first of STORAGE_DRIVERS that works on this
+    machine. The choice is kept in `work_dir`, so later calls and skopeo
     read the same storage.
     """
 
