@@ -4,7 +4,8 @@ moto accepts any credentials until credential checks are turned on. This stand-i
 creates an IAM user, an access key and the bucket while checks are off, then
 turns them on through moto's `/moto-api/reset-auth` endpoint (moto 5). From
 then on a wrong access key gets `InvalidAccessKeyId` and a wrong secret
-`SignatureDoesNotMatch`, both HTTP 403, as Hetzner Object Storage answers.
+`SignatureDoesNotMatch`, both HTTP 403: the error codes the S3 API defines
+for these cases.
 """
 
 from __future__ import annotations

@@ -75,18 +75,21 @@ def stage_rootfs(rootfs: Path, version: str) -> None:
         (image_files / "zot-to-distribution.jq").read_text(),
     )
     _write(rootfs, "/etc/zot-standin/version", version + "\n")
+
     _install(REGISTRY_BINARY, rootfs, "/usr/bin/registry")
     _install(JQ_BINARY, rootfs, "/usr/bin/jq")
     _install(BUSYBOX_BINARY, rootfs, "/bin/busybox")
     for binary in (REGISTRY_BINARY, JQ_BINARY):
         for library in shared_libraries(binary):
             _install(library, rootfs, str(library))
+
     applets = run_tool("list busybox applets", [str(BUSYBOX_BINARY), "--list-full"]).stdout
     for applet in applets.split():
         link = rootfs / applet
         if not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to("/bin/busybox")
+
     if CA_BUNDLE.is_file():
         _install(CA_BUNDLE, rootfs, str(CA_BUNDLE), 0o644)
     _write(
