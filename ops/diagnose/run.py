@@ -7,7 +7,6 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +17,6 @@ from ..secrets import HCLOUD_TOKEN, SecretSource
 from . import local, remote
 from .checks import run_checks, unreachable
 from .result import STATUSES, CheckResult, Expectations, Inputs, LocalFacts
-
-# Seconds the local DNS lookup and HTTPS request may take together.
-LOCAL_FACTS_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -126,97 +122,114 @@ def expectations_for(
     )
 
 
-def gather_local(settings: Any, env: Environment) -> dict[str, Any]:
-    resolution = env.resolver(settings.domain)
-    https = local.https_from_here(settings.domain, resolution, settings.tls, env.https_endpoint)
-    return {"resolution": resolution, "https": https}
+class _Run:
+    """One diagnose run over several targets: the state their worker threads share."""
+
+    def __init__(self, settings: Any, targets: Sequence[Target], env: Environment) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.env = env
+        self.params = remote.probe_params(settings.domain)
+        self.servers = recorded_servers(settings.name)
+        self.lock = threading.Lock()
+        self.reports: dict[Target, HostReport] = {}
+        # run_on_hosts hands work() only the connection; this maps it back to its target.
+        self.targets_by_connection: dict[int, Target] = {}
+        self.cached: dict[str, Any] = {}
+        # A separate lock, so a slow DNS lookup does not hold up the other hosts' workers.
+        self.cache_lock = threading.Lock()
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Return COMPUTE() the first time KEY is asked for, its cached value afterwards."""
+        with self.cache_lock:
+            if key not in self.cached:
+                self.cached[key] = compute()
+            return self.cached[key]
+
+    def resolution(self) -> dict[str, Any]:
+        return self.once("resolution", lambda: self.env.resolver(self.settings.domain))
+
+    def https(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """GET https://DOMAIN/v2/ from here: at the recorded endpoint, else where DNS points."""
+        domain, tls = self.settings.domain, self.settings.tls
+        endpoint = (record or {}).get("https_endpoint")
+        if endpoint:
+            # deploy records where HTTPS is reached when DNS cannot say (a local host).
+            return local.https_at(domain, str(endpoint[0]), int(endpoint[1]), tls)
+        resolution = self.resolution()
+        return self.once(
+            "https",
+            lambda: local.https_from_here(domain, resolution, tls, self.env.https_endpoint),
+        )
+
+    def cloud_firewall(
+        self, target: Target, record: dict[str, Any] | None, expect: Expectations
+    ) -> dict[str, Any]:
+        client = self.once(
+            "hcloud", lambda: self.env.hcloud_client() if self.env.hcloud_client else None
+        )
+        if client is None:
+            return {"skipped": "HCLOUD_TOKEN is not set"}
+        return local.cloud_firewall(
+            client,
+            (record or {}).get("id"),
+            str((record or {}).get("name") or target.name),
+            set(expect.recorded_addresses),
+        )
+
+    def open_connection(self, target: Target) -> Any:
+        conn = self.env.connect(target)
+        with self.lock:
+            self.targets_by_connection[id(conn)] = target
+        return conn
+
+    def work(self, conn: Any, out: HostOutput) -> Outcome:
+        with self.lock:
+            target = self.targets_by_connection[id(conn)]
+        started = time.monotonic()
+        expect, record = expectations_for(self.settings, target, self.targets, self.servers)
+
+        sent_at = time.time()
+        facts = remote.run_probe(conn, self.params)
+        received_at = time.time()
+
+        inputs = Inputs(
+            facts=facts,
+            local=LocalFacts(
+                resolution=self.resolution(),
+                https=self.https(record),
+                cloud_firewall=self.cloud_firewall(target, record, expect),
+                sent_at=sent_at,
+                received_at=received_at,
+            ),
+            expect=expect,
+        )
+        report = HostReport(
+            name=target.name,
+            address=target.address,
+            results=tuple(run_checks(inputs)),
+            elapsed=time.monotonic() - started,
+            facts=facts,
+        )
+        with self.lock:
+            self.reports[target] = report
+        return Outcome(OK, f"{report.count('fail')} failed, {report.count('warn')} warnings")
 
 
 def diagnose(settings: Any, targets: Sequence[Target], env: Environment) -> list[HostReport]:
     """Probe and judge every target in parallel; return one report per target, in order."""
-    params = remote.probe_params(settings.domain)
-    servers = recorded_servers(settings.name)
-    reports: dict[Target, HostReport] = {}
-    # run_on_hosts hands work() only the connection; this maps it back to its target.
-    targets_by_connection: dict[int, Target] = {}
-    lock = threading.Lock()
-    client_lock = threading.Lock()
-    client_cache: list[Any] = []
-
-    def hcloud_client() -> Any:
-        with client_lock:
-            if not client_cache:
-                client_cache.append(env.hcloud_client() if env.hcloud_client else None)
-            return client_cache[0]
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-local") as pool:
-        shared = pool.submit(gather_local, settings, env)
-
-        def work(conn: Any, out: HostOutput) -> Outcome:
-            with lock:
-                target = targets_by_connection[id(conn)]
-            started = time.monotonic()
-            expect, record = expectations_for(settings, target, targets, servers)
-            sent_at = time.time()
-            facts = remote.run_probe(conn, params)
-            received_at = time.time()
-            client = hcloud_client()
-            if client is None:
-                firewall: dict[str, Any] = {"skipped": "HCLOUD_TOKEN is not set"}
-            else:
-                firewall = local.cloud_firewall(
-                    client,
-                    (record or {}).get("id"),
-                    str((record or {}).get("name") or target.name),
-                    set(expect.recorded_addresses),
-                )
-            try:
-                gathered = shared.result(timeout=LOCAL_FACTS_TIMEOUT)
-            except TimeoutError:
-                error = f"no answer within {LOCAL_FACTS_TIMEOUT:.0f} s"
-                gathered = {"resolution": {"error": error}, "https": None}
-            https = gathered["https"]
-            endpoint = (record or {}).get("https_endpoint")
-            if endpoint:
-                # deploy records where HTTPS is reached when DNS cannot say (a local host).
-                https = local.https_at(
-                    settings.domain, str(endpoint[0]), int(endpoint[1]), settings.tls
-                )
-            inputs = Inputs(
-                facts=facts,
-                local=LocalFacts(
-                    resolution=gathered["resolution"],
-                    https=https,
-                    cloud_firewall=firewall,
-                    sent_at=sent_at,
-                    received_at=received_at,
-                ),
-                expect=expect,
-            )
-            report = HostReport(
-                name=target.name,
-                address=target.address,
-                results=tuple(run_checks(inputs)),
-                elapsed=time.monotonic() - started,
-                facts=facts,
-            )
-            with lock:
-                reports[target] = report
-            return Outcome(OK, f"{report.count('fail')} failed, {report.count('warn')} warnings")
-
-        def open_connection(target: Target) -> Any:
-            conn = env.connect(target)
-            with lock:
-                targets_by_connection[id(conn)] = target
-            return conn
-
-        # Per-host lines of run_on_hosts are not shown, because the report contains everything.
-        results = run_on_hosts(
-            targets, open_connection, work, stream=io.StringIO(), max_parallel=env.max_parallel
-        )
+    state = _Run(settings, targets, env)
+    # Per-host lines of run_on_hosts are not shown, because the report contains everything.
+    results = run_on_hosts(
+        targets,
+        state.open_connection,
+        state.work,
+        stream=io.StringIO(),
+        max_parallel=env.max_parallel,
+    )
     ordered = []
     for result in results:
-        report = reports.get(result.target)
+        report = state.reports.get(result.target)
         if report is None:
             report = HostReport(
                 name=result.target.name,
