@@ -631,6 +631,7 @@ def boot(
     ssh_key: Path | None = None,
     ssh_user: str = "root",
     timeout: float = 30,
+    expose: Mapping[int, int] | None = None,
 ) -> SandboxHost:
     """Boot sandbox host `name` from the golden tree with `user_data` as its cloud-init user data.
 
@@ -638,7 +639,9 @@ def boot(
     listen on this machine's 127.0.0.1; call wait_for_ssh() and
     wait_for_cloud_init() next. `meta` adds NoCloud meta-data keys (e.g.
     "public-keys", as Hetzner passes the project's SSH keys). `ssh_key` is
-    the private key whose public half the user data authorizes.
+    the private key whose public half the user data authorizes. `expose`
+    maps guest ports to ports on this machine's 127.0.0.1 (stand-in servers);
+    those forwarders exist before the guest starts, so cloud-init finds them.
     """
     require_root()
     require_tools()
@@ -679,7 +682,7 @@ def boot(
     state.save()
     host = SandboxHost(state)
     try:
-        _start(host, user_data, meta, forwards, timeout)
+        _start(host, user_data, meta, forwards, timeout, expose or {})
     except BaseException as exc:
         console = tail(host.console_log(40), 8)
         state.status = FAILED
@@ -706,6 +709,7 @@ def _start(
     meta: Mapping[str, object] | None,
     forwards: Sequence[int],
     timeout: float,
+    expose: Mapping[int, int],
 ) -> None:
     state = host.state
     # The upper directory's mode becomes the mode of the guest's "/": 0755, or
@@ -732,6 +736,8 @@ def _start(
 
     create_netns(state.netns)
     save_netns_handle(os.getpid(), Path(state.host_netns_handle))
+    for guest_port, host_port in expose.items():
+        host.expose_host_port(host_port, guest_port)
     cgroups = create_cgroups(f"{paths.CGROUP_PARENT}/{state.name}")
     state.cgroups = [str(path) for path in cgroups]
     state.save()

@@ -168,3 +168,145 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         for host in _hosts_of(item):
             if host.instance_dir.exists():
                 report.sections.extend(_failure_logs(host))
+
+
+# --- a whole deployment on a sandbox host -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def standin_stack(golden: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The apt proxy, Caddy release server, image registry with the zot stand-in, and S3."""
+    from ops.sandbox.standins.stack import StandinStack
+
+    stack = StandinStack(tmp_path_factory.mktemp("standins"))
+    try:
+        stack.start()
+    except SandboxError as error:
+        pytest.fail(f"cannot start the stand-ins: {error}", pytrace=False)
+    yield stack
+    stack.stop()
+
+
+class Deployment:
+    """A registry deployed with `ops.deploy.deploy(provider="local")` onto a sandbox host."""
+
+    def __init__(self, settings, source, stack, state_dir: Path, work_dir: Path) -> None:
+        self.settings = settings
+        self.source = source
+        self.stack = stack
+        self.state_dir = state_dir
+        self.work_dir = work_dir
+        self.outcome = None
+        self.output = ""
+
+    @property
+    def host(self) -> SandboxHost:
+        from ops.sandbox.local_provider import host_name
+
+        return get_host(host_name(self.settings))
+
+    def deploy(self, **options):
+        import io
+
+        from ops.converge import Timeouts
+        from ops.deploy import deploy
+        from ops.progress import Progress
+
+        stream = io.StringIO()
+        options.setdefault("timeouts", Timeouts(ssh=120, cloud_init=900, zot=120, https=120))
+        try:
+            self.outcome = deploy(
+                self.settings,
+                provider="local",
+                source=self.source,
+                progress=Progress(stream),
+                local_options={"expose": self.stack.expose_map()},
+                **options,
+            )
+        finally:
+            self.output = stream.getvalue()
+            print(self.output)
+        return self.outcome
+
+    def password(self, user: str) -> str:
+        return (self.state_dir / self.settings.name / "passwords" / user).read_text().strip()
+
+    def caddy_ca(self) -> str:
+        from ops.converge import CADDY_LOCAL_ROOT_CERT
+
+        return self.host.run(["cat", CADDY_LOCAL_ROOT_CERT]).stdout
+
+    def client(self, name: str = "client"):
+        from tests.integration.registry_client import RegistryClient
+
+        return RegistryClient(
+            self.settings.domain, self.host.port(443), self.caddy_ca(), self.work_dir / name
+        )
+
+
+def make_deployment_settings(stack, key_dir: Path, name: str, **extra):
+    from ops.config import parse_settings
+    from tests.conftest import write_ssh_keypair
+
+    public_key = write_ssh_keypair(key_dir)
+    raw = {
+        "name": name,
+        "domain": "registry.test",
+        "acme_email": "ops@example.com",
+        "ssh": {"public_key": str(public_key)},
+        "users": [
+            {"name": "admin", "role": "admin"},
+            {"name": "ci", "role": "push"},
+            {"name": "viewer", "role": "read"},
+        ],
+    }
+    for section, values in stack.settings_tree().items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    for section, values in extra.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return parse_settings(raw)
+
+
+@pytest.fixture(scope="module")
+def local_deployment(
+    request: pytest.FixtureRequest,
+    standin_stack,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
+    """A registry deployed on a sandbox host for the tests of one module, removed afterwards."""
+    from ops.sandbox.local_provider import destroy, host_name
+    from ops.secrets import SecretSource
+
+    work_dir = tmp_path_factory.mktemp("deployment")
+    state_dir = work_dir / "state"
+    previous = os.environ.get("ZOT_HETZNER_STATE_DIR")
+    os.environ["ZOT_HETZNER_STATE_DIR"] = str(state_dir)
+    module_name = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    name = ("d" + module_name.removeprefix("test"))[:24].rstrip("-")
+    settings = make_deployment_settings(standin_stack, work_dir, name)
+    secrets = {key: value.reveal() for key, value in standin_stack.secret_environment().items()}
+    deployment = Deployment(
+        settings, SecretSource(environ=secrets, file_values={}), standin_stack, state_dir, work_dir
+    )
+    hosts: list[SandboxHost] = []
+    request.node.stash[HOSTS_KEY] = hosts
+    try:
+        try:
+            deployment.deploy()
+        finally:
+            with contextlib.suppress(SandboxError):
+                hosts.append(get_host(host_name(settings)))
+        yield deployment
+    finally:
+        with contextlib.suppress(SandboxError):
+            destroy(settings)
+        if previous is None:
+            os.environ.pop("ZOT_HETZNER_STATE_DIR", None)
+        else:
+            os.environ["ZOT_HETZNER_STATE_DIR"] = previous

@@ -138,6 +138,7 @@ def test_zot_config_contents(base_settings, secrets):
     }
     assert config["http"]["compat"] == ["docker2s2"]
     assert config["http"]["port"] == "5000"
+    assert config["http"]["address"] == "127.0.0.1"
     assert config["http"]["externalUrl"] == "https://registry.example.com"
     assert config["http"]["auth"]["htpasswd"]["path"] == layout.ZOT_HTPASSWD
     control = config["http"]["accessControl"]
@@ -162,7 +163,9 @@ def test_units_parse(base_settings, secrets):
     assert exec_start[0] == "/usr/bin/podman"
     assert "--sdnotify=conmon" in exec_start
     assert f"{layout.AUTOUPDATE_LABEL}=registry" in exec_start
-    assert "127.0.0.1:5000:5000" in exec_start
+    assert "--network" in exec_start
+    assert exec_start[exec_start.index("--network") + 1] == "host"
+    assert "--publish" not in exec_start
     assert exec_start[-3:] == [
         "ghcr.io/project-zot/zot-linux-amd64:v2.1.14",
         "serve",
