@@ -23,6 +23,9 @@ ZOT_V2 = f"{ZOT_BASE}/v2/"
 ZOT_CATALOG = f"{ZOT_BASE}/v2/_catalog"
 # Seconds zot gets to answer again after a restart; the first start may pull an image.
 ZOT_TIMEOUT = 120
+# Seconds the storage read gets once zot answers: an S3 error is an answer, so
+# this only covers a slow first listing, not a start.
+STORAGE_TIMEOUT = 30
 CADDY_TIMEOUT = 60
 
 Work = Callable[[Any, HostOutput], Outcome]
@@ -71,7 +74,7 @@ def login_check(
 
 def storage_check(admin: tuple[str, Secret], timeout: float | None = None) -> Step:
     """A check that zot lists its repositories, which reads the storage backend."""
-    timeout = ZOT_TIMEOUT if timeout is None else timeout
+    timeout = STORAGE_TIMEOUT if timeout is None else timeout
     return Step(
         f"zot reads its storage ({ZOT_CATALOG} as {admin[0]})",
         action=lambda conn: checks.wait_http(

@@ -74,10 +74,17 @@ def run(
             f"SSH connection to {host_of(conn)} failed while running {command!r}: "
             f"{type(error).__name__}: {error}"
         ) from None
-    # Paramiko reports -1 when the channel closed without an exit status.
-    if result.exited == -1:
+    # Paramiko reports -1 when the channel closed without an exit status:
+    # either the session broke, or the command was killed by a signal (sshd
+    # then sends exit-signal instead of exit-status).
+    if result.exited == -1 and not connection_alive(conn):
         raise ConnectionLostError(
             f"SSH connection to {host_of(conn)} closed while running {command!r}"
+        )
+    if check and result.exited == -1:
+        raise RemoteError(
+            f"command was killed by a signal on {host_of(conn)}: {command}\n"
+            f"{_tail(result.stderr) or 'no output'}"
         )
     if check and result.exited != 0:
         detail = _tail(result.stderr) or _tail(result.stdout) or "no output"

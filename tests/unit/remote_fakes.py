@@ -378,4 +378,5 @@ def fast_checks(monkeypatch: object) -> None:
 
     monkeypatch.setattr(checks, "POLL_INTERVAL", 0)
     monkeypatch.setattr(common, "ZOT_TIMEOUT", 0)
+    monkeypatch.setattr(common, "STORAGE_TIMEOUT", 0)
     monkeypatch.setattr(common, "CADDY_TIMEOUT", 0)
