@@ -25,6 +25,8 @@ Provider = Literal["hetzner", "local"]
 PROVIDERS = ("hetzner", "local")
 # Another API base URL, e.g. for a recording proxy or a local fake in tests.
 API_ENDPOINT_VARIABLE = "ZOT_HETZNER_API_ENDPOINT"
+# (server address, port) -> (host, port) reached from here.
+EndpointMap = Callable[[str, int], tuple[str, int]]
 
 
 @dataclass
@@ -58,12 +60,12 @@ def provision_hetzner(
     client: Any,
     progress: Progress,
     dry_run: bool,
-    address_map: Callable[[str], tuple[str, int]] | None = None,
+    endpoint_map: EndpointMap | None = None,
 ) -> tuple[ServerRecord | None, list[str]]:
     """Create what is missing on Hetzner Cloud; return the server and the plan's lines.
 
-    ADDRESS_MAP turns the server's address into where SSH is reached from
-    here; only tests, whose servers sit behind loopback forwarders, need it.
+    ENDPOINT_MAP turns (server address, port) into where that port is reached
+    from here; only tests, whose servers sit behind loopback forwarders, need it.
     """
     from . import hetzner, provision
 
@@ -83,7 +85,9 @@ def provision_hetzner(
     address = result.ipv4 or result.ipv6
     if address is None:
         raise ConfigError(f"{result.server} has no public address; it cannot be reached over SSH")
-    ssh_host, ssh_port = address_map(address) if address_map else (address, settings.ssh.port)
+    ssh_host, ssh_port = (
+        endpoint_map(address, settings.ssh.port) if endpoint_map else (address, settings.ssh.port)
+    )
     record = ServerRecord(
         name=str(result.server.name),
         id=result.server.id,
@@ -92,6 +96,7 @@ def provision_hetzner(
         ssh_host=ssh_host,
         ssh_port=ssh_port,
         created=any(resource.kind == "server" for resource in result.created),
+        https_endpoint=endpoint_map(address, 443) if endpoint_map else None,
     )
     return record, lines
 
@@ -114,7 +119,7 @@ def deploy(
     timeouts: Timeouts | None = None,
     check_dns: bool = True,
     client: Any = None,
-    address_map: Callable[[str], tuple[str, int]] | None = None,
+    endpoint_map: EndpointMap | None = None,
     local_options: dict[str, Any] | None = None,
 ) -> DeployOutcome:
     """Deploy the registry described by SETTINGS; see the module docstring."""
@@ -132,7 +137,7 @@ def deploy(
 
     if provider == "hetzner":
         record, plan_lines = provision_hetzner(
-            settings, user_data, client, progress, dry_run, address_map
+            settings, user_data, client, progress, dry_run, endpoint_map
         )
     else:
         record, plan_lines = provision_local(
