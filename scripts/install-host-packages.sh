@@ -12,8 +12,9 @@ packages=(
 	# API), images built with buildah and copied with skopeo, Caddy's binary
 	# for the release stand-in, and the tools inside the zot stand-in image.
 	podman skopeo buildah caddy docker-registry busybox-static jq
-	# cloud-init on this machine validates rendered user data (cloud-init schema).
-	cloud-init
+	# cloud-init on this machine validates rendered user data (cloud-init schema);
+	# shellcheck lints the rendered bootstrap script.
+	cloud-init shellcheck
 	# scripts/test.sh creates the project's virtual environment.
 	python3-venv
 )
