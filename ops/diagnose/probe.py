@@ -1056,13 +1056,28 @@ def collect_marker(path: str) -> dict:
 
 
 def collect_lock(path: str) -> dict:
+    """Report the change lock and who holds it (the owner file is JSON; its token stays here)."""
     facts = file_facts(path)
-    if facts.get("exists"):
-        try:
-            with open(os.path.join(path, "owner"), encoding="utf-8", errors="replace") as handle:
-                facts["owner"] = redact(handle.readline().strip(), limit=200)
-        except OSError:
-            facts["owner"] = None
+    if not facts.get("exists"):
+        return facts
+    try:
+        with open(os.path.join(path, "owner"), encoding="utf-8", errors="replace") as handle:
+            text = handle.read(4096)
+    except OSError:
+        facts["owner"] = None
+        return facts
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        owner = None
+    if isinstance(owner, dict):
+        facts["owner"] = {
+            key: redact(str(owner.get(key)), limit=100)
+            for key in ("operator", "pid", "task", "since")
+            if key in owner
+        }
+    else:
+        facts["owner"] = redact(text.strip(), limit=200) or None
     return facts
 
 

@@ -733,6 +733,17 @@ def test_dns_mismatch_fix_names_record_and_address():
     )
 
 
+def test_dns_fix_for_server_without_ipv6():
+    facts = healthy_facts()
+    facts["addresses"]["addresses"] = [
+        entry for entry in facts["addresses"]["addresses"] if entry["address"] != IPV6
+    ]
+    local = replace(healthy_local(), resolution={"ipv4": [OTHER_IPV4], "ipv6": [], "error": None})
+    result = judge(facts, local, recorded_addresses=frozenset({IPV4}))["dns"]
+    assert result.status == "fail"
+    assert result.fix == f"set the records A {DOMAIN} -> {IPV4} and remove the others"
+
+
 def test_records_of_other_deployment_servers_are_accepted():
     local = replace(
         healthy_local(), resolution={"ipv4": [IPV4, OTHER_IPV4], "ipv6": [], "error": None}
@@ -801,8 +812,12 @@ WARNINGS: list[tuple[str, Mutation, str, str]] = [
             lock={
                 "exists": True,
                 "mtime": NOW - 7200,
-                "owner": '{"operator": "ann@laptop", "pid": 4242, "task": "upgrade-caddy", '
-                '"since": "2025-12-31T22:00:00Z", "token": "ab"}',
+                "owner": {
+                    "operator": "ann@laptop",
+                    "pid": "4242",
+                    "task": "upgrade-caddy",
+                    "since": "2025-12-31T22:00:00Z",
+                },
             }
         ),
         "change-lock",
@@ -925,3 +940,21 @@ def test_independent_failure_is_not_hidden_by_warning_dependency():
     )
     assert results[1].status == "fail"
     assert results[1].after == ()
+
+
+def test_change_lock_names_its_holder():
+    facts = healthy_facts()
+    facts["lock"] = {
+        "exists": True,
+        "mtime": NOW - 60,
+        "owner": {"operator": "ann@laptop", "pid": "7", "task": "deploy", "since": "today"},
+    }
+    evidence = judge(facts)["change-lock"].evidence
+    assert "ann@laptop (task deploy, pid 7) since today" in evidence
+    assert evidence.endswith("60 s old")
+
+
+def test_change_lock_without_owner_file():
+    facts = healthy_facts()
+    facts["lock"] = {"exists": True, "mtime": NOW, "owner": None}
+    assert "unknown owner" in judge(facts)["change-lock"].evidence

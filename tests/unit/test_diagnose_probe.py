@@ -167,7 +167,9 @@ def write_server_files(root: Path, s3_endpoint: str, bucket: str) -> None:
     )
     (root / "bootstrap.done").write_text('{"result": "failed", "reason": "no Caddy release"}\n')
     (root / "lock").mkdir()
-    (root / "lock" / "owner").write_text('{"operator": "ann@laptop", "task": "deploy"}\n')
+    (root / "lock" / "owner").write_text(
+        '{"operator": "ann@laptop", "pid": 7, "task": "deploy", "since": "now", "token": "f00d"}\n'
+    )
 
 
 def params_for(root: Path, zot_port: int, https_port: int, http_port: int) -> dict[str, Any]:
@@ -277,7 +279,12 @@ def test_probe_reads_marker_lock_and_disks(probe_run):
     assert facts["bootstrap"]["result"] == "failed"
     assert facts["bootstrap"]["reason"] == "no Caddy release"
     assert facts["lock"]["exists"]
-    assert "ann@laptop" in facts["lock"]["owner"]
+    assert facts["lock"]["owner"] == {
+        "operator": "ann@laptop",
+        "pid": "7",
+        "task": "deploy",
+        "since": "now",
+    }
     disks = list(facts["disks"].values())
     assert disks[0]["exists"] and disks[0]["total_bytes"] > 0
     assert disks[1] == {"exists": False}

@@ -41,9 +41,12 @@ def dns(inputs: Inputs) -> CheckResult:
 
     ipv4 = sorted(a for a in this_host if parsers.family(a) == 4)
     ipv6 = sorted(a for a in this_host if parsers.family(a) == 6)
-    target = ", ".join(
-        [f"A {domain} -> {ipv4[0]}"] * bool(ipv4) + [f"AAAA {domain} -> {ipv6[0]}"] * bool(ipv6)
-    )
+    records = []
+    if ipv4:
+        records.append(f"A {domain} -> {ipv4[0]}")
+    if ipv6:
+        records.append(f"AAAA {domain} -> {ipv6[0]}")
+    target = ", ".join(records)
 
     if not resolved:
         evidence = f"{domain} does not resolve ({local.get('error') or 'no A or AAAA record'})"

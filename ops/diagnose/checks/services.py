@@ -63,9 +63,18 @@ def zot_service(inputs: Inputs) -> CheckResult:
             "local",
         )
 
-    if active != "active":
+    if active == "inactive" and properties.get("Result") == "success":
         return fail(
-            f"{layout.ZOT_UNIT} is {state} after {restarts(properties)} restarts",
+            f"{layout.ZOT_UNIT} is {state}",
+            "the unit was stopped, or never started since boot",
+            restart("zot"),
+            "local",
+        )
+
+    if active != "active":
+        count = restarts(properties)
+        return fail(
+            f"{layout.ZOT_UNIT} is {state}" + (f" after {count} restarts" if count else ""),
             "the zot container exits at start; its log names the reason "
             "(often S3 access, a config error or the image pull)",
             f"{logs('zot')}; after fixing the reason: {restart('zot')}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 from ... import layout
@@ -328,13 +327,16 @@ def change_lock(inputs: Inputs) -> CheckResult:
     if not lock.get("exists"):
         return ok("no change in progress")
 
-    try:
-        owner = json.loads(lock.get("owner") or "")
+    owner = lock.get("owner")
+    if isinstance(owner, dict) and owner.get("operator"):
         holder = (
-            f"{owner['operator']} (task {owner['task']}, pid {owner['pid']}) since {owner['since']}"
+            f"{owner['operator']} (task {owner.get('task', '?')}, pid {owner.get('pid', '?')}) "
+            f"since {owner.get('since', '?')}"
         )
-    except (ValueError, KeyError, TypeError):
-        holder = "an unknown owner"
+    elif isinstance(owner, str):
+        holder = f"an owner file reading {owner!r}"
+    else:
+        holder = "an unknown owner (no owner file)"
 
     age = (inputs.facts.get("started_at") or 0) - (lock.get("mtime") or 0)
     return warn(
