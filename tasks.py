@@ -111,8 +111,9 @@ def deploy(
     addresses = ", ".join(a for a in (record.ipv4, record.ipv6) if a)
     print(f"server {record.name}: {addresses or record.ssh_host}")
     print("changes: " + ("; ".join(outcome.changes) if outcome.changes else "none"))
-    for user, path in outcome.generated.items():
-        print(f"generated a password for registry user {user}, saved in {path} (mode 0600)")
+    for user, (password, path) in outcome.generated.items():
+        print(f"generated a password for registry user {user}: {password}")
+        print(f"  saved in {path} (mode 0600); it is not shown again")
     admin = next(user.name for user in settings.users if user.role == "admin")
     print(f"registry ready at {outcome.registry_url}")
     print(f"log in with: podman login {settings.domain} --username {admin}")

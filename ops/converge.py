@@ -9,12 +9,14 @@ current state first, so running it again on a working server changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,10 +115,29 @@ def forget_host_key(settings: Settings, target: Target) -> None:
         state.write_private(path, "".join(kept))
 
 
+@contextlib.contextmanager
+def _quiet_paramiko() -> Iterator[None]:
+    """Keep paramiko from printing a traceback for each refused attempt while a server boots."""
+    logger = logging.getLogger("paramiko")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def wait_for_ssh(
     settings: Settings, record: ServerRecord, progress: Progress, timeout: float
 ) -> PinnedConnection:
     """Open an SSH session, retrying while the server boots; pin its key on first contact."""
+    with _quiet_paramiko():
+        return _wait_for_ssh(settings, record, progress, timeout)
+
+
+def _wait_for_ssh(
+    settings: Settings, record: ServerRecord, progress: Progress, timeout: float
+) -> PinnedConnection:
     target = _target(record)
     progress.stage(f"waiting for SSH on {target.address}:{target.port}")
     deadline = time.monotonic() + timeout

@@ -148,4 +148,42 @@ def ssh(c, name, user=None, command=None):
         raise Exit(code=result.exited)
 
 
-sandbox = Collection("sandbox", up, down, down_all, list_, ssh)
+@task(
+    help={
+        "output": "where to write the settings that point a deployment at the stand-ins "
+        "(default: sandbox.yaml); use it with inv -f FILE deploy --provider local",
+    }
+)
+def standins_up(c, output="sandbox.yaml"):
+    """Start the offline stand-ins (apt proxy, Caddy releases, zot image, S3) on 127.0.0.1."""
+    import yaml
+
+    from .standins.stack import DEFAULT_WORK_DIR, StandinStack
+
+    stack = StandinStack(DEFAULT_WORK_DIR)
+    try:
+        stack.start()
+    except (OSError, SandboxError) as error:
+        raise _fail(error) from None
+    Path(output).write_text(
+        "# Written by inv sandbox.standins-up: a deployment that uses the local stand-ins.\n"
+        + yaml.safe_dump({"deployment": stack.settings_tree()}, sort_keys=False)
+    )
+    for name, server in stack.servers.items():
+        print(f"{name}: {server.url} (pid {server.pid})")
+    print(f"wrote {output}")
+    print("deploy onto a sandbox host with:")
+    print(f"  export ZOT_HETZNER_SECRETS_FILE={stack.s3.credentials_file}")
+    print(f"  inv -f {output} deploy --provider local")
+
+
+@task
+def standins_down(c):
+    """Stop the stand-ins that sandbox.standins-up started."""
+    from .standins.stack import DEFAULT_WORK_DIR, StandinStack
+
+    StandinStack(DEFAULT_WORK_DIR).stop()
+    print("stand-ins stopped")
+
+
+sandbox = Collection("sandbox", up, down, down_all, list_, ssh, standins_up, standins_down)
