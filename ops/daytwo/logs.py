@@ -53,5 +53,5 @@ def show_logs(
     try:
         run(conn, command, out_stream=stream, timeout=None if follow else 120)
     finally:
-        stream.flush()
+        stream.finish()
     return Outcome(OK)

@@ -77,6 +77,10 @@ class LineStream:
         return len(data)
 
     def flush(self) -> None:
+        """Do nothing: Invoke flushes after every chunk, which may end mid-line."""
+
+    def finish(self) -> None:
+        """Write out a last line that has no newline."""
         if self.pending:
             self.out(self.pending)
             self.pending = ""

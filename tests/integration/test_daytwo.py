@@ -256,8 +256,14 @@ def test_upgrade_caddy_faults_then_upgrade(ctx, deployment, capsys) -> None:
         == 0
     )
 
-    back = run_task(capsys, daytwo.upgrade_caddy, ctx, version=current, local_download=True)
+    # --local-download fetches on this machine, where the release server has another port.
+    local = deployment.settings.model_dump(mode="json")
+    local["caddy"]["download_base"] = caddy.download_base()
+    local_ctx = Context(config=Config(overrides={"deployment": local}))
+    back = run_task(capsys, daytwo.upgrade_caddy, local_ctx, version=current, local_download=True)
     assert f"caddy {newer} -> {current}" in back
+    assert "(downloaded here)" in back
+    assert deployment.host.run(["sha256sum", layout.CADDY_BINARY]).stdout == before
 
 
 def test_dropped_session_during_upgrade(ctx, deployment, capsys) -> None:
@@ -265,10 +271,11 @@ def test_dropped_session_during_upgrade(ctx, deployment, capsys) -> None:
     current, newer = caddy.versions[0], caddy.versions[1]
     host = deployment.host
     killed: list[str] = []
+    done = threading.Event()
 
     def kill_during_restart() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
+        while time.monotonic() < deadline and not killed and not done.is_set():
             if host.run(
                 ["sh", "-c", "pgrep -f '^systemctl restart -- caddy.service' || true"]
             ).stdout.split():
@@ -281,9 +288,12 @@ def test_dropped_session_during_upgrade(ctx, deployment, capsys) -> None:
 
     killer = threading.Thread(target=kill_during_restart)
     killer.start()
-    with pytest.raises(Exit):
-        daytwo.upgrade_caddy(ctx, version=newer)
-    killer.join(150)
+    try:
+        with pytest.raises(Exit):
+            daytwo.upgrade_caddy(ctx, version=newer)
+    finally:
+        done.set()
+        killer.join(150)
     output = capsys.readouterr().out
     assert killed, "the restart was never seen, so no session was killed"
     assert "SSH connection" in output

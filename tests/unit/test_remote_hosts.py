@@ -86,6 +86,8 @@ def test_line_stream_prefixes_whole_lines() -> None:
     out = hosts.HostOutput("alpha", True, stream, threading.Lock())
     lines = hosts.LineStream(out)
     lines.write("first li")
+    lines.flush()  # Invoke flushes after each chunk, even mid-line
     lines.write("ne\nsecond\nthi")
     lines.flush()
+    lines.finish()
     assert stream.getvalue() == "[alpha] first line\n[alpha] second\n[alpha] thi\n"
