@@ -110,6 +110,10 @@ def deploy(
     record = outcome.record
     addresses = ", ".join(a for a in (record.ipv4, record.ipv6) if a)
     print(f"server {record.name}: {addresses or record.ssh_host}")
+    if record.ipv4:
+        print(f"DNS: A    {settings.domain} -> {record.ipv4}")
+    if record.ipv6:
+        print(f"DNS: AAAA {settings.domain} -> {record.ipv6}")
     print("changes: " + ("; ".join(outcome.changes) if outcome.changes else "none"))
     for user, (password, path) in outcome.generated.items():
         print(f"generated a password for registry user {user}: {password}")

@@ -56,14 +56,14 @@ def domain(value: str) -> str:
     if not name or len(name) > 253:
         raise ValueError(f"is not a domain name of 1 to 253 characters; {accepted}")
     labels = name.split(".")
-    if len(labels) < 2:
-        raise ValueError(f"has a single label; {accepted}")
     for label in labels:
         if not _LABEL.fullmatch(label):
             raise ValueError(
                 "has an invalid label; each label is 1 to 63 letters, digits or hyphens "
                 f"and does not start or end with a hyphen ({accepted})"
             )
+    if len(labels) < 2:
+        raise ValueError(f"has a single label; {accepted}")
     if labels[-1].isdigit():
         raise ValueError(f"ends in a numeric label, like an IP address; {accepted}")
     return name

@@ -196,3 +196,22 @@ def test_ssh_timeout_then_converges(cloud):
     outcome = run_deploy(cloud)
     assert outcome.record.created is False
     assert "uploaded /etc/zot/credentials.env" in outcome.changes
+
+
+def test_failed_first_boot_reported(cloud):
+    from ops.sandbox.standins.caddy_releases import CaddyFault
+
+    caddy = cloud.stack.caddy
+    caddy.inject_fault(CaddyFault.WRONG_CHECKSUM, caddy.versions[0])
+    try:
+        with pytest.raises(OpsError) as caught:
+            run_deploy(cloud)
+    finally:
+        caddy.reset()
+    message = str(caught.value)
+    assert "the first boot failed" in message
+    assert "SHA-512" in message
+    assert "destroy and deploy again" in message
+    destroy(cloud.settings, source=cloud.source, client=cloud.client)
+    outcome = run_deploy(cloud)
+    assert outcome.record.created

@@ -157,3 +157,60 @@ def test_secrets_file_must_be_private(workdir):
         env_extra={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_terminal_prompts_for_missing_values(workdir):
+    """On a terminal, render asks for what is missing, re-asks after a bad answer, hides secrets."""
+    import pty
+    import select
+    import time
+
+    config = workdir / "invoke.yaml"
+    data = yaml.safe_load(config.read_text())
+    del data["deployment"]["domain"]
+    del data["deployment"]["storage"]["bucket"]
+    config.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZOT_", "INVOKE_"))}
+    env["ZOT_HETZNER_STATE_DIR"] = str(workdir / "state")
+    answers = [
+        ("Registry domain", "not a domain"),
+        ("Registry domain", "typed.example.com"),
+        ("bucket name", "typed-bucket"),
+        ("access key", ACCESS_KEY),
+        ("secret key", SECRET_KEY),
+    ]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(workdir)
+        os.execve(INV, [INV, "--search-root", str(PROJECT_ROOT), "-f", str(config), "render"], env)
+    transcript = ""
+    deadline = time.monotonic() + 120
+    try:
+        for prompt, answer in answers:
+            while prompt not in transcript.rsplit("\n", 1)[-1] and time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 1)
+                if ready:
+                    transcript += os.read(fd, 4096).decode(errors="replace").replace("\r", "")
+            assert prompt in transcript, transcript
+            os.write(fd, (answer + "\n").encode())
+            transcript += "\n"
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            transcript += chunk.decode(errors="replace").replace("\r", "")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, transcript
+    assert "'not a domain' has an invalid label" in transcript
+    assert SECRET_KEY not in transcript
+    assert ACCESS_KEY not in transcript
+    rendered = yaml.safe_load((workdir / "cloud-init-custom.yaml").read_text())
+    assert rendered["fqdn"] == "typed.example.com"
