@@ -209,7 +209,7 @@ def add_user(c, name, role=None, host=None, dry_run=False, break_lock=False, sec
     try:
         effective, user = users.settings_adding(settings, name, role)
         known = common.known_password(settings, source, name)
-        chosen = users.choose_password(known) if known else users.choose_password(None)
+        chosen = users.choose_password(known)
     except OpsError as error:
         raise Exit(f"error: {error}", code=1) from None
     work = functools.partial(

@@ -366,3 +366,37 @@ def test_auto_update_status_dry_run_and_run(ctx, deployment, capsys) -> None:
         deployment.stack.push_zot("v1")
     journal = run_task(capsys, daytwo.auto_update, ctx, journal=True, lines=20)
     assert journal.strip()
+
+
+def test_zot_config_that_does_not_start_rolled_back(deployment) -> None:
+    """The path every zot config change takes, with a config.json zot cannot start with."""
+    from ops.daytwo import common
+    from ops.remote.change import DesiredFile, RolledBackError, apply_change, restart_step
+    from ops.remote.connect import connect_for, select_targets
+    from ops.remote.lock import change_lock
+
+    settings = deployment.settings
+    before = deployment.host.run(["sha256sum", layout.ZOT_CONFIG]).stdout
+    (target,) = select_targets(settings.name, settings.ssh.port, None)
+    conn = connect_for(settings, target)
+    lines: list[str] = []
+    try:
+        with (
+            change_lock(conn, "integration", out=lines.append),
+            pytest.raises(RolledBackError) as raised,
+        ):
+            apply_change(
+                conn,
+                task="integration",
+                files=[DesiredFile(layout.ZOT_CONFIG, '{"storage": ', 0o600)],
+                steps=[restart_step(layout.ZOT_UNIT)],
+                checks=common.zot_checks(timeout=30),
+                out=lines.append,
+            )
+    finally:
+        conn.close()
+    assert "zot" in str(raised.value)
+    assert "back at its previous state" in str(raised.value)
+    assert deployment.host.run(["sha256sum", layout.ZOT_CONFIG]).stdout == before
+    state = deployment.host.run(["systemctl", "is-active", layout.ZOT_UNIT], check=False)
+    assert state.stdout.strip() == "active"
