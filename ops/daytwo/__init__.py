@@ -1,5 +1,5 @@
 """Day-two operations on running servers: credentials, users, Caddy, logs, updates.
 
-Each module holds the per-server work of one task family; ops.daytwo.tasks
+Each module contains the per-server work of one task family; ops.daytwo.tasks
 turns them into Invoke tasks.
 """

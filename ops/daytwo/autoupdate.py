@@ -102,7 +102,7 @@ def dry_run(conn: Any, out: HostOutput) -> Outcome:
 
 
 def run_now(conn: Any, out: HostOutput, *, break_lock: bool = False) -> Outcome:
-    """Run podman auto-update now; when zot got a new image it must answer again."""
+    """Run podman auto-update now; when zot got a new image it must respond again."""
     problem = label_problem(facts.container_state(conn, layout.ZOT_CONTAINER))
     if problem:
         raise VerificationError(problem)
@@ -123,7 +123,7 @@ def run_now(conn: Any, out: HostOutput, *, break_lock: bool = False) -> Outcome:
                     step.run(conn)
             except OpsError as error:
                 check_error = error
-                outcome += "; zot does not answer"
+                outcome += "; zot does not respond"
         audit.record(conn, TASK, outcome, [f"podman auto-update: {outcome}"])
     if check_error is not None:
         raise VerificationError(
@@ -132,7 +132,7 @@ def run_now(conn: Any, out: HostOutput, *, break_lock: bool = False) -> Outcome:
         )
     if failed:
         raise OpsError(
-            f"podman auto-update failed on {host_of(conn)}; zot answers again after the "
+            f"podman auto-update failed on {host_of(conn)}; zot responds again after the "
             f"rollback. See: journalctl -u {layout.AUTOUPDATE_SERVICE} -n 50"
         )
     return Outcome(CHANGED if updated else UNCHANGED, outcome)

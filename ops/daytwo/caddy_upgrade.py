@@ -6,7 +6,7 @@ local_download, and uploaded). The tarball's SHA-512 must match the checksum
 file, the new binary must report the expected version and accept the current
 Caddyfile, all before anything is replaced. The running binary is kept at
 layout.CADDY_PREVIOUS_BINARY; the new one is installed with mode 0755 and
-renamed into place, Caddy restarts and HTTPS must answer, or the previous
+renamed into place, Caddy restarts and HTTPS must respond, or the previous
 binary is restored and Caddy restarts on it.
 """
 
@@ -202,7 +202,7 @@ def _installed_version_step(version: str) -> Step:
 
 
 def https_check(domain: str, timeout: float | None = None) -> Step:
-    """Caddy answers HTTPS for DOMAIN on this server with zot's 200 or 401.
+    """Build the check that Caddy serves HTTPS for DOMAIN on this server (zot's 200 or 401).
 
     --insecure because this checks that Caddy serves the site, not the chain:
     with `tls internal` the root is Caddy's own CA, unknown to curl.
@@ -216,7 +216,7 @@ def https_check(domain: str, timeout: float | None = None) -> Step:
             conn, url, {200, 401}, timeout=timeout, insecure=True, resolve=f"{domain}:443:127.0.0.1"
         )
 
-    return Step(f"Caddy answers {url}", action=check)
+    return Step(f"Caddy responds at {url}", action=check)
 
 
 def upgrade_caddy(

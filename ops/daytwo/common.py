@@ -21,9 +21,9 @@ from ..secrets import Secret, SecretSource, password_variable
 ZOT_BASE = f"http://{layout.ZOT_ADDRESS}:{layout.ZOT_PORT}"
 ZOT_V2 = f"{ZOT_BASE}/v2/"
 ZOT_CATALOG = f"{ZOT_BASE}/v2/_catalog"
-# Seconds zot gets to answer again after a restart; the first start may pull an image.
+# Seconds zot gets to respond again after a restart; the first start may pull an image.
 ZOT_TIMEOUT = 120
-# Seconds the storage read gets once zot answers: an S3 error is an answer, so
+# Seconds the storage read gets once zot responds: an S3 error is a response, so
 # this only covers a slow first listing, not a start.
 STORAGE_TIMEOUT = 30
 CADDY_TIMEOUT = 60
@@ -32,7 +32,7 @@ Work = Callable[[Any, HostOutput], Outcome]
 
 
 def zot_checks(timeout: float | None = None) -> list[Step]:
-    """zot.service runs and zot asks for credentials (401) on 127.0.0.1:5000."""
+    """Build the checks that zot.service runs and zot requests credentials (401) on 127.0.0.1:5000."""
     timeout = ZOT_TIMEOUT if timeout is None else timeout
     return [
         Step(
@@ -40,7 +40,7 @@ def zot_checks(timeout: float | None = None) -> list[Step]:
             action=lambda conn: checks.wait_unit_active(conn, layout.ZOT_UNIT, timeout=timeout),
         ),
         Step(
-            f"zot answers on {ZOT_V2}",
+            f"zot responds at {ZOT_V2}",
             action=lambda conn: checks.wait_http(conn, ZOT_V2, {401}, timeout=timeout),
         ),
     ]
@@ -49,7 +49,7 @@ def zot_checks(timeout: float | None = None) -> list[Step]:
 def login_check(
     user: str, password: Secret, *, accepted: bool, timeout: float | None = None
 ) -> Step:
-    """A check that USER logs in to zot with PASSWORD (200) or, unless ACCEPTED, is rejected (401)."""
+    """Build a check that USER logs in to zot with PASSWORD (200) or, unless ACCEPTED, is rejected (401)."""
     timeout = ZOT_TIMEOUT if timeout is None else timeout
     expected = 200 if accepted else 401
     verb = "logs in" if accepted else "is rejected"
@@ -62,7 +62,7 @@ def login_check(
         except VerificationError:
             what = "the new" if accepted else "the old"
             raise VerificationError(
-                f"{user} with {what} password got a different answer than HTTP {expected} "
+                f"{user} with {what} password got a response other than HTTP {expected} "
                 f"from zot on {host_of(conn)}"
             ) from None
 
@@ -73,7 +73,7 @@ def login_check(
 
 
 def storage_check(admin: tuple[str, Secret], timeout: float | None = None) -> Step:
-    """A check that zot lists its repositories, which reads the storage backend."""
+    """Build a check that zot lists its repositories, which reads the storage backend."""
     timeout = STORAGE_TIMEOUT if timeout is None else timeout
     return Step(
         f"zot reads its storage ({ZOT_CATALOG} as {admin[0]})",

@@ -3,7 +3,7 @@
 The keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (environment or
 secrets file) or a prompt, never from an argument. credentials.env and, when
 the storage settings change, config.json are replaced together; zot restarts
-and must answer and list its repositories with the new keys, or both files
+and must respond and list its repositories with the new keys, or both files
 are restored and zot restarts on the old ones.
 """
 

@@ -41,7 +41,9 @@ def status(conn: Any, out: HostOutput, *, settings: Settings) -> Outcome:
             f"image {container.image}, {layout.AUTOUPDATE_LABEL}={label}"
         )
     zot_http = facts.http_status(conn, common.ZOT_V2)
-    out(f"  {common.ZOT_V2}: {'HTTP ' + str(zot_http) if zot_http else 'no answer'} (expected 401)")
+    out(
+        f"  {common.ZOT_V2}: {'HTTP ' + str(zot_http) if zot_http else 'no response'} (expected 401)"
+    )
     if not zot.is_active or zot_http != 401:
         problems.append("zot is not serving")
 
@@ -56,7 +58,7 @@ def status(conn: Any, out: HostOutput, *, settings: Settings) -> Outcome:
     )
     out(
         f"  https://{settings.domain}/v2/ on this server: "
-        f"{'HTTP ' + str(https) if https else 'no answer'} (expected 401)"
+        f"{'HTTP ' + str(https) if https else 'no response'} (expected 401)"
     )
     if not caddy.is_active or https not in (200, 401):
         problems.append("Caddy is not serving HTTPS")
@@ -90,7 +92,7 @@ def restart(
     dry_run: bool = False,
     break_lock: bool = False,
 ) -> Outcome:
-    """Restart zot, Caddy or both, then wait until they answer again."""
+    """Restart zot, Caddy or both, then wait until they respond again."""
     if service not in SERVICES:
         raise ConfigError(f"--service {service!r} is not valid; use zot, caddy or both")
     steps, checks = [], []

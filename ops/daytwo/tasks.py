@@ -90,8 +90,8 @@ def set_s3_credentials(
     """Replace zot's Object Storage keys; zot restarts and must read its storage, or both roll back.
 
     The keys come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the
-    environment or the secrets file, or are asked for on a terminal; never
-    from the command line.
+    environment or the secrets file, or are asked for on a terminal. They are
+    never taken from the command line.
     """
     settings = _settings(c)
     source = _source(secrets_file)
@@ -291,7 +291,7 @@ def upgrade_caddy(
     """Install a Caddy release after checking its SHA-512, version and the current Caddyfile.
 
     The previous binary stays at /usr/local/bin/caddy.previous; when Caddy
-    does not answer HTTPS after the restart, it is put back.
+    does not serve HTTPS after the restart, it is put back.
     """
     settings = _settings(c)
     try:
@@ -357,7 +357,7 @@ def auto_update(c, run=False, dry_run=False, journal=False, lines=50, host=None,
     """Show the podman auto-update timer, its last run and the zot container's update label.
 
     With --dry-run, list pending image updates; with --run, update now and
-    check that zot answers; with --journal, show the update service's journal.
+    check that zot responds; with --journal, show the update service's journal.
     """
     if sum(bool(flag) for flag in (run, dry_run, journal)) > 1:
         raise Exit("error: choose one of --run, --dry-run and --journal", code=2)
@@ -375,7 +375,7 @@ def auto_update(c, run=False, dry_run=False, journal=False, lines=50, host=None,
 
 @task(auto_shortflags=False, help={"host": HOST_HELP})
 def status(c, host=None):
-    """Show whether zot and Caddy run and answer, the auto-update timer, the lock and the last change."""
+    """Show whether zot and Caddy run and respond, the auto-update timer, the lock and the last change."""
     settings = _settings(c)
     _finish(_run(settings, host, functools.partial(service_ops.status, settings=settings)))
 
@@ -390,7 +390,7 @@ def status(c, host=None):
     },
 )
 def restart(c, service="both", host=None, dry_run=False, break_lock=False):
-    """Restart zot, Caddy or both, and wait until they answer again."""
+    """Restart zot, Caddy or both, and wait until they respond again."""
     settings = _settings(c)
     work = functools.partial(
         service_ops.restart,

@@ -1,15 +1,16 @@
 """The one way the toolkit changes files on a server.
 
 apply_change() probes each file (SHA-256, mode, owner), compares it with the
-wanted content and prints what differs: a unified diff for ordinary files,
-"(secret content changed)" for secret ones. A dry run stops there. Otherwise
-it backs up every file it will replace under layout.BACKUP_DIR, uploads the
-new content to a temp name in the same directory over SFTP (mode set before
-any byte is written), validates the temp file, renames it into place, runs
-the restart steps and the checks. On any failure it restores the backups,
-runs the restart steps again and raises RolledBackError, or RestoreFailedError
-with the commands to run by hand when the restore failed too. Each change
-appends a line to the server's audit log.
+expected content and prints what differs: a unified diff for ordinary files,
+"(secret content changed)" for secret ones. A dry run stops there.
+
+Otherwise it backs up every file it will replace under layout.BACKUP_DIR. It
+uploads the new content to a temp name in the same directory over SFTP, with
+the mode set before any byte is written, validates the temp file and renames
+it into place. Then it runs the restart steps and the checks. On any failure
+it restores the backups, runs the restart steps again and raises
+RolledBackError. When the restore fails too, RestoreFailedError lists the
+commands to run by hand. Each change appends a line to the server's audit log.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ class FilePlan:
 
 @dataclass
 class ChangeResult:
-    """What apply_change did (or, in a dry run, would do) on one server."""
+    """The files and steps apply_change changed (or, in a dry run, would change) on one server."""
 
     changed: bool
     dry_run: bool
@@ -234,7 +235,7 @@ def plan_files(conn: Any, files: Sequence[DesiredFile], out: Output) -> list[Fil
 
 
 def temp_path(path: str, token: str) -> str:
-    """A hidden name beside PATH, so the final rename stays within one file system."""
+    """Return a hidden name beside PATH, so the final rename stays within one file system."""
     directory, _, name = path.rpartition("/")
     return f"{directory}/.{name}.zot-hetzner-{token}.tmp"
 
@@ -318,7 +319,7 @@ class _Transaction:
         self.temps = remaining
 
     def restore_commands(self, steps: Sequence[Step]) -> list[str]:
-        """The commands that put the previous files back and restart, for a human."""
+        """Return the commands that put the previous files back and restart, for a human."""
         lines = []
         for plan in reversed(self.installed):
             path = plan.desired.path

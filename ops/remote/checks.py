@@ -74,7 +74,7 @@ def wait_http(
         timeout=timeout,
     )
     if not ok:
-        seen = "no answer" if status == 0 else f"HTTP {status}"
+        seen = "no response" if status == 0 else f"HTTP {status}"
         wanted = " or ".join(str(code) for code in sorted(expected))
         raise VerificationError(
             f"GET {url} on {host_of(conn)} returned {seen} after {timeout:.0f} s; expected {wanted}"

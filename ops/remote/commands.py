@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 # Printed by file_state when the path does not exist.
 ABSENT = "absent"
-# curl's --write-out format that prints the HTTP status code alone (000 without an answer).
+# curl's --write-out format that prints the HTTP status code alone (000 without a response).
 CURL_WRITE_OUT = "%{http_code}"
 
 
@@ -133,7 +133,7 @@ def http_status(
     resolve: str | None = None,
     max_seconds: int = 10,
 ) -> str:
-    """Print the HTTP status code of a GET to URL, or 000 when nothing answered.
+    """Print the HTTP status code of a GET to URL, or 000 when nothing responded.
 
     With CONFIG_ON_STDIN, curl reads more options from standard input (`-K -`),
     which is how credentials reach it without appearing in its argv.

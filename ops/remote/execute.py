@@ -1,9 +1,9 @@
 """Run commands and write files on one server through a Fabric connection.
 
-Every remote call of the toolkit goes through run() or upload(), which hide
-output, never read the local terminal, bound the time a command may take and
-turn failures into RemoteError (or ConnectionLostError when the SSH session
-itself broke) with the command, its exit status and the tail of its stderr.
+Every remote call of the toolkit goes through run() or upload(). They hide
+output, never read the local terminal and bound the time a command may take.
+A failure becomes RemoteError with the command, its exit status and the tail
+of its stderr, or ConnectionLostError when the SSH session itself broke.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def architecture(conn: Any) -> str:
 def http_status(
     conn: Any, url: str, *, credentials: tuple[str, Secret] | None = None, **options: Any
 ) -> int:
-    """GET URL from the server itself and return the status code (0 when nothing answered).
+    """GET URL from the server itself and return the status code (0 when nothing responded).
 
     CREDENTIALS (user, password) go to curl as configuration on stdin, so the
     password never appears in curl's argv or the process list.

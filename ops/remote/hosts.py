@@ -28,7 +28,7 @@ MAX_PARALLEL = 10
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a per-server function returns: a status (CHANGED, UNCHANGED or OK) and a note."""
+    """The result of a per-server function: a status (CHANGED, UNCHANGED or OK) and a note."""
 
     status: str
     message: str = ""
@@ -138,7 +138,7 @@ def run_on_hosts(
 
 
 def summary(results: Sequence[HostResult]) -> str:
-    """One line per server with its result, then the counts."""
+    """Return one line per server with its result, then the counts."""
     lines = []
     for result in results:
         note = f": {result.message.splitlines()[0]}" if result.message else ""

@@ -2,11 +2,12 @@
 
 The tasks run as a user runs them: Invoke task functions with the
 deployment's settings, reaching the host over SSH through the servers and
-pinned host key that deploy recorded. Every changing task runs twice (the
-second run reports no change, except rotations and restarts, which always
-change), a dry run leaves the host as it was, and each fault (a config zot
-cannot use, a corrupt or mis-summed Caddy download, a dropped SSH session, a
-held lock) leaves the host working. Each test ends with the registry healthy.
+pinned host key that deploy recorded. Every changing task runs twice, and
+the second run reports no change, except rotations and restarts, which
+always change. A dry run leaves the host as it was. Each fault leaves the
+host working: a config zot cannot use, a corrupt or mis-summed Caddy
+download, a dropped SSH session, a held lock. Each test ends with the
+registry healthy.
 """
 
 from __future__ import annotations
@@ -335,7 +336,7 @@ def test_restart_always_changes(ctx, deployment, capsys) -> None:
         before = unit_started(deployment, layout.ZOT_UNIT)
         output = run_task(capsys, daytwo.restart, ctx, service="both")
         assert "changed" in output
-        assert "check: Caddy answers" in output
+        assert "check: Caddy responds" in output
         assert unit_started(deployment, layout.ZOT_UNIT) != before
 
 

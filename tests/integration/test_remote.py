@@ -1,6 +1,6 @@
 """The SSH change framework against a real Debian 12 host (systemd-nspawn sandbox).
 
-One host serves the module. A small systemd unit stands in for a service:
+One host serves the module. A small systemd unit plays the service:
 it serves HTTP on 127.0.0.1:8099 only when its config file says "good", so
 a bad config is a service that does not come back after a restart.
 """

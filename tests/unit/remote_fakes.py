@@ -1,6 +1,6 @@
 """A fake server for the unit tests of ops.remote and ops.daytwo.
 
-FakeServer stands where a Fabric connection would: it has run(), sftp(),
+FakeServer replaces a Fabric connection: it has run(), sftp(),
 close() and host. It interprets the command forms that ops.remote.commands
 builds against an in-memory file system and unit table, answers other
 commands only through handlers a test registers, and raises AssertionError

@@ -67,7 +67,7 @@ class CaddyHost:
     def __init__(self, server: FakeServer, assets: dict[str, bytes]) -> None:
         self.server = server
         self.assets = assets
-        # Versions whose Caddy does not answer HTTPS (a release that fails to serve).
+        # Versions whose Caddy does not serve HTTPS (a release that fails to serve).
         self.failing_versions: set[str] = set()
         server.on(r"^dpkg --print-architecture$", lambda argv, stdin: ("amd64\n", "", 0))
         server.on(r"^curl -fsSL ", self.download)
@@ -249,7 +249,7 @@ def test_https_failure_rolls_back(server: FakeServer, out: HostOutput, settings:
     host.failing_versions.add("2.8.4")
     with pytest.raises(RolledBackError) as raised:
         upgrade(server, out, settings)
-    assert "Caddy answers https://registry.example.com/v2/" in str(raised.value)
+    assert "Caddy responds at https://registry.example.com/v2/" in str(raised.value)
     assert "back at its previous state" in str(raised.value)
     assert server.files[layout.CADDY_BINARY].data == binary("2.7.6")
     assert server.files[layout.CADDY_BINARY].mode == 0o755

@@ -170,7 +170,7 @@ def test_restart_dry_run(server: FakeServer, out: HostOutput, settings: Settings
 def test_restart_failure_named(server: FakeServer, out: HostOutput, settings: Settings) -> None:
     server.on(r"^curl .* https://", answer("000"))
     with pytest.raises(
-        RolledBackError, match=r"at 'check: Caddy answers https://registry\.example\.com/v2/'"
+        RolledBackError, match=r"at 'check: Caddy responds at https://registry\.example\.com/v2/'"
     ):
         service.restart(server, out, settings=settings, service="caddy")
     assert layout.LOCK_DIR not in server.dirs

@@ -127,7 +127,7 @@ def test_wait_http_times_out_with_message(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(checks, "POLL_INTERVAL", 0)
     server = FakeServer()
     server.on(r"^curl ", answer("000"))
-    with pytest.raises(Exception, match=r"returned no answer after 0 s; expected 200 or 401"):
+    with pytest.raises(Exception, match=r"returned no response after 0 s; expected 200 or 401"):
         checks.wait_http(server, "http://127.0.0.1:5000/v2/", {200, 401}, timeout=0)
 
 
