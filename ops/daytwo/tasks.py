@@ -118,8 +118,8 @@ def set_s3_credentials(
     _finish(results, dry_run)
 
 
-def _new_password(ask: bool) -> users.ChosenPassword:
-    given = SecretSource.load().get(users.NEW_PASSWORD_VARIABLE)
+def _new_password(source: SecretSource, ask: bool) -> users.ChosenPassword:
+    given = source.get(users.NEW_PASSWORD_VARIABLE)
     if given is None and ask:
         if not prompt.interactive():
             raise ConfigError("--prompt needs a terminal; set ZOT_NEW_PASSWORD instead")
@@ -151,7 +151,8 @@ def _report_password(
     auto_shortflags=False,
     help={
         "user": "the registry user whose password changes",
-        "prompt": "type the new password on the terminal (default: ZOT_NEW_PASSWORD, else generated)",
+        "prompt": "type the new password on the terminal (default: ZOT_NEW_PASSWORD from the "
+        "environment or secrets file, else a generated one)",
         "host": HOST_HELP,
         "dry-run": DRY_RUN_HELP,
         "break-lock": BREAK_LOCK_HELP,
@@ -169,7 +170,7 @@ def rotate_password(
     settings = _settings(c)
     source = _source(secrets_file)
     try:
-        chosen = _new_password(prompt)
+        chosen = _new_password(source, prompt)
     except OpsError as error:
         raise Exit(f"error: {error}", code=1) from None
     old = common.known_password(settings, source, user)
