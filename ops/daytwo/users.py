@@ -20,7 +20,7 @@ from .. import htpasswd, layout
 from ..config import Settings, User, format_errors
 from ..errors import ConfigError, OpsError
 from ..remote import facts
-from ..remote.change import DesiredFile, apply_change, restart_step
+from ..remote.change import DesiredFile, Step, apply_change, restart_step
 from ..remote.execute import host_of
 from ..remote.hosts import OK, HostOutput, Outcome
 from ..render import RenderedFile, render_zot_config
@@ -109,6 +109,27 @@ def config_file(settings: Settings) -> DesiredFile:
     )
 
 
+def _apply_with_restart(
+    conn: Any,
+    task: str,
+    files: list[DesiredFile],
+    checks: list[Step],
+    dry_run: bool,
+    out: HostOutput,
+) -> Outcome:
+    """Apply FILES, restart zot when one changed, then run CHECKS (or only plan, in a dry run)."""
+    result = apply_change(
+        conn,
+        task=task,
+        files=files,
+        steps=[restart_step(layout.ZOT_UNIT)],
+        checks=checks,
+        dry_run=dry_run,
+        out=out,
+    )
+    return common.outcome(result)
+
+
 def rotate_password(
     conn: Any,
     out: HostOutput,
@@ -133,16 +154,9 @@ def rotate_password(
             )
         # A new bcrypt salt makes every rotation a change, even to the same password.
         entries[user] = htpasswd.hash_password(new_password)
-        result = apply_change(
-            conn,
-            task=TASK_ROTATE,
-            files=[htpasswd_file(entries)],
-            steps=[restart_step(layout.ZOT_UNIT)],
-            checks=checks,
-            dry_run=dry_run,
-            out=out,
+        return _apply_with_restart(
+            conn, TASK_ROTATE, [htpasswd_file(entries)], checks, dry_run, out
         )
-    return common.outcome(result)
 
 
 def add_user(
@@ -167,16 +181,9 @@ def add_user(
                 f"user {user.name} already exists on {host_of(conn)} with another password; "
                 f"use inv rotate-password --user {user.name} to change it"
             )
-        result = apply_change(
-            conn,
-            task=TASK_ADD,
-            files=[config_file(settings), htpasswd_file(entries)],
-            steps=[restart_step(layout.ZOT_UNIT)],
-            checks=checks,
-            dry_run=dry_run,
-            out=out,
+        return _apply_with_restart(
+            conn, TASK_ADD, [config_file(settings), htpasswd_file(entries)], checks, dry_run, out
         )
-    return common.outcome(result)
 
 
 def remove_user(
@@ -196,16 +203,9 @@ def remove_user(
     with common.maybe_locked(conn, TASK_REMOVE, dry_run=dry_run, break_lock=break_lock, out=out):
         entries = read_htpasswd(conn)
         entries.pop(name, None)
-        result = apply_change(
-            conn,
-            task=TASK_REMOVE,
-            files=[config_file(settings), htpasswd_file(entries)],
-            steps=[restart_step(layout.ZOT_UNIT)],
-            checks=checks,
-            dry_run=dry_run,
-            out=out,
+        return _apply_with_restart(
+            conn, TASK_REMOVE, [config_file(settings), htpasswd_file(entries)], checks, dry_run, out
         )
-    return common.outcome(result)
 
 
 def roles_from_config(text: str) -> dict[str, str]:
