@@ -288,7 +288,8 @@ def local_deployment(
     previous = os.environ.get("ZOT_HETZNER_STATE_DIR")
     os.environ["ZOT_HETZNER_STATE_DIR"] = str(state_dir)
     module_name = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
-    name = ("d" + module_name.removeprefix("test"))[:24].rstrip("-")
+    # A random suffix keeps two runs on one machine from sharing a sandbox host.
+    name = ("d" + module_name.removeprefix("test"))[:20].rstrip("-") + "-" + os.urandom(2).hex()
     settings = make_deployment_settings(standin_stack, work_dir, name)
     secrets = {key: value.reveal() for key, value in standin_stack.secret_environment().items()}
     deployment = Deployment(
