@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from . import caddy, passwords, state
 from .config import Settings
-from .converge import ConvergeResult, ServerRecord, Timeouts, converge
+from .converge import ConvergeResult, ServerRecord, Timeouts, converge, forget_host_key
 from .errors import ConfigError
 from .progress import Progress
+from .remote.connect import Target
 from .render import render_user_data
 from .secrets import HCLOUD_TOKEN, SecretSource
 
@@ -179,6 +180,7 @@ def destroy(
     client: Any = None,
 ) -> list[str]:
     """Remove the deployment's server (and, on request, its firewall); never the bucket."""
+    recorded = state.read_servers(settings.name)
     if provider == "local":
         from .sandbox import local_provider
 
@@ -189,6 +191,12 @@ def destroy(
         client = client or hetzner_client(source or SecretSource.load())
         lines = hetzner.destroy(settings, client, remove_firewall).lines()
     state.write_servers(settings.name, [])
+    # A later server may get the same address; its key must be pinned afresh.
+    for server in recorded:
+        address = server.get("ssh_host") or server.get("ipv4") or server.get("ipv6")
+        if address:
+            port = int(server.get("ssh_port") or settings.ssh.port)
+            forget_host_key(settings, Target(str(server.get("name")), address, port))
     lines.append(
         f"the bucket {settings.storage.bucket} and its images were not touched; "
         f"the local state in {state.deployment_dir(settings.name, create=False)} is kept"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import validate
+from .config import parse_settings
 from .errors import ConfigError
 from .secrets import AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, Secret, SecretSource
 
@@ -64,23 +65,33 @@ def _non_empty(value: str) -> str:
     return value
 
 
-def fill_missing(raw: dict[str, Any], source: SecretSource, ask: bool) -> dict[str, Secret]:
-    """Complete RAW settings and the S3 secrets, asking on a terminal when ASK.
+def fill_missing(
+    raw: dict[str, Any], source: SecretSource, ask: bool, need_secrets: bool = True
+) -> dict[str, Secret]:
+    """Complete RAW settings and, when NEED_SECRETS, the S3 secrets, asking on a terminal when ASK.
 
-    Without a terminal, raise one ConfigError that lists every missing value.
-    Returns secrets that were typed in, to be used in place of the environment.
+    Without a terminal nothing is asked: the settings are validated as they
+    are, and one ConfigError lists every invalid or missing setting and every
+    missing secret. Returns secrets that were typed in, to be used in place of
+    the environment.
     """
     missing_settings = [entry for entry in REQUIRED_SETTINGS if not _lookup(raw, entry[0])]
-    missing_secrets = [entry for entry in REQUIRED_SECRETS if source.get(entry[0]) is None]
-    if not missing_settings and not missing_secrets:
-        return {}
+    missing_secrets = [
+        entry for entry in REQUIRED_SECRETS if need_secrets and source.get(entry[0]) is None
+    ]
     if not ask:
-        names = [f"deployment.{key}" for key, _, _ in missing_settings]
-        names += [name for name, _ in missing_secrets]
-        raise ConfigError(
-            f"missing: {', '.join(names)}. Set the settings in invoke.yaml and the secrets "
-            "in the environment, or run on a terminal to be asked"
-        )
+        problems = []
+        try:
+            parse_settings(raw)
+        except ConfigError as error:
+            problems.append(str(error))
+        for name, _ in missing_secrets:
+            problems.append(f"{name} is missing; {source.where()}")
+        if missing_settings or missing_secrets:
+            problems.append("(on a terminal, render asks for missing values)")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return {}
     for key, question, check in missing_settings:
         _assign(raw, key, _ask(question, check, secret=False))
     typed: dict[str, Secret] = {}

@@ -52,19 +52,21 @@ def render_deployment(
     """
     source = SecretSource.load(secrets_file=secrets_file)
     ask = prompt.interactive() if ask is None else ask
-    typed = prompt.fill_missing(raw_settings, source, ask)
+    # Deploy-mode user data carries no secret; only the separate files do.
+    need_secrets = mode == "console" or files_dir is not None
+    typed = prompt.fill_missing(raw_settings, source, ask, need_secrets=need_secrets)
     if typed:
-        source = SecretSource(
-            environ={**source.environ, **{k: v.reveal() for k, v in typed.items()}},
-            file_values=source.file_values,
-        )
+        environ = {**source.environ, **{key: value.reveal() for key, value in typed.items()}}
+        source = SecretSource(environ, source.file_values, source.file_path)
     settings = parse_settings(raw_settings)
     if output.exists() and output.is_dir():
         raise ConfigError(
             f"--output {output} is a folder; name a file such as cloud-init-custom.yaml"
         )
 
-    secrets, password_set = passwords.load_deployment_secrets(settings, source)
+    secrets, password_set = None, passwords.PasswordSet(passwords={})
+    if need_secrets:
+        secrets, password_set = passwords.load_deployment_secrets(settings, source)
     version = caddy.resolve_version(settings)
     user_data = render_user_data(settings, secrets, mode, version)
     files = render_files(settings, secrets, mode, version) if files_dir else {}

@@ -130,6 +130,8 @@ class SecretSource:
 
     environ: Mapping[str, str]
     file_values: Mapping[str, str]
+    # The secrets file read, if any; named in messages about missing secrets.
+    file_path: Path | None = None
 
     @classmethod
     def load(
@@ -142,17 +144,23 @@ class SecretSource:
         if secrets_file is not None:
             check_private_file(secrets_file)
             file_values = parse_env_file(secrets_file.read_text(), str(secrets_file))
-        return cls(environ=dict(environ), file_values=file_values)
+        return cls(environ=dict(environ), file_values=file_values, file_path=secrets_file)
 
     def get(self, name: str) -> Secret | None:
         value = self.environ.get(name) or self.file_values.get(name)
         return Secret(value) if value else None
 
+    def where(self) -> str:
+        """Say where a missing secret was looked for and where it can go."""
+        if self.file_path is not None:
+            return f"it is neither in the environment nor in {self.file_path}; add it to either"
+        return (
+            "export it, or put it as KEY=VALUE in a mode 0600 file named by "
+            f"{SECRETS_FILE_VARIABLE} or --secrets-file"
+        )
+
     def require(self, name: str, purpose: str) -> Secret:
         value = self.get(name)
         if value is None:
-            raise ConfigError(
-                f"{name} is not set; {purpose}. Export it in the environment or put "
-                f"{name}=... in a mode 0600 file named by {SECRETS_FILE_VARIABLE}"
-            )
+            raise ConfigError(f"{name} is not set ({purpose}); {self.where()}")
         return value

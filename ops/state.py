@@ -22,9 +22,11 @@ def state_root() -> Path:
 
 def deployment_dir(name: str, create: bool = True) -> Path:
     """Return the state folder of deployment NAME, created with mode 0700 when asked."""
-    path = state_root() / name
+    root = state_root()
+    path = root / name
     if create:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
         path.chmod(0o700)
     return path
 

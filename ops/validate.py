@@ -53,6 +53,8 @@ def domain(value: str) -> str:
     """Check a DNS name under RFC 1123: dot-separated labels of letters, digits, hyphens."""
     name = value.strip().rstrip(".").lower()
     accepted = "use a fully qualified name such as registry.example.com"
+    if "://" in name or "/" in name:
+        raise ValueError(f"is a URL, not a domain name; {accepted}, without scheme or path")
     if not name or len(name) > 253:
         raise ValueError(f"is not a domain name of 1 to 253 characters; {accepted}")
     labels = name.split(".")

@@ -87,7 +87,7 @@ def down(c, name, timeout=30):
     },
 )
 def down_all(c, timeout=30):
-    """Stop and delete every sandbox host on this machine (invoke has no optional positional NAME)."""
+    """Stop and delete every sandbox host on this machine."""
     _remove([host.name for host in list_hosts()], float(timeout))
 
 

@@ -31,6 +31,7 @@ BAD_VALUES = [
     ("domain", "registry.example.123", "numeric label"),
     ("domain", "reg;rm -rf.example.com", "invalid label"),
     ("domain", "", "1 to 253"),
+    ("domain", "https://registry.example.com/", "is a URL, not a domain name"),
     ("name", "Registry", "deployment name"),
     ("name", "9lives", "deployment name"),
     ("acme_email", "not-an-email", "e-mail address"),

@@ -98,8 +98,12 @@ def test_destroy_removes_server_keeps_bucket(fake, settings, state_dir):
     client = client_for(fake)
     from ops import hetzner, provision
 
-    provision.apply(hetzner.plan(settings, client), "#cloud-config\n", client)
+    result = provision.apply(hetzner.plan(settings, client), "#cloud-config\n", client)
+    state.write_servers("registry", [{"name": "registry", "ipv4": result.ipv4}])
+    known_hosts = state.deployment_dir("registry") / "known_hosts"
+    state.write_private(known_hosts, f"{result.ipv4} ssh-ed25519 AAAA1\nother ssh-ed25519 AAAA2\n")
     lines = destroy(settings, source=source(fake.token), client=client)
+    assert known_hosts.read_text() == "other ssh-ed25519 AAAA2\n"
     assert any(line.startswith("removed server") for line in lines)
     assert any("my-registry-storage" in line and "not touched" in line for line in lines)
     assert fake.requests_to("DELETE /servers/{id}")

@@ -133,7 +133,7 @@ def test_bad_username_writes_nothing(workdir):
 def test_missing_secret_without_terminal_lists_it(workdir):
     result = run_render(workdir, env_extra={"AWS_SECRET_ACCESS_KEY": ""})
     assert result.returncode != 0
-    assert "missing: AWS_SECRET_ACCESS_KEY" in result.stderr
+    assert "AWS_SECRET_ACCESS_KEY is missing; export it" in result.stderr
     assert not (workdir / "cloud-init-custom.yaml").exists()
 
 
@@ -214,3 +214,26 @@ def test_terminal_prompts_for_missing_values(workdir):
     assert ACCESS_KEY not in transcript
     rendered = yaml.safe_load((workdir / "cloud-init-custom.yaml").read_text())
     assert rendered["fqdn"] == "typed.example.com"
+
+
+def test_all_problems_reported_together(workdir):
+    set_value(workdir / "invoke.yaml", "domain", "bad domain")
+    set_value(workdir / "invoke.yaml", "storage.bucket", "Bad_Bucket")
+    result = run_render(workdir, env_extra={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert result.returncode != 0
+    assert "deployment.domain = 'bad domain'" in result.stderr
+    assert "deployment.storage.bucket = 'Bad_Bucket'" in result.stderr
+    assert "AWS_ACCESS_KEY_ID is missing" in result.stderr
+    assert "AWS_SECRET_ACCESS_KEY is missing" in result.stderr
+
+
+def test_deploy_mode_needs_no_secrets(workdir):
+    result = run_render(
+        workdir,
+        "--mode",
+        "deploy",
+        env_extra={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (workdir / "state" / "registry" / "passwords").exists()
+    assert "generated a password" not in result.stdout

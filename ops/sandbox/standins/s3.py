@@ -10,9 +10,9 @@ for these cases.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -90,14 +90,14 @@ class S3Server(StandinProcess):
     # --- process ------------------------------------------------------------------------
 
     def command(self) -> list[str]:
+        # moto and boto3 come with the project's sandbox extra; a moto_server
+        # found elsewhere on PATH would fail later on the boto3 import.
         moto_server = Path(sys.executable).with_name("moto_server")
-        if not moto_server.exists():
-            found = shutil.which("moto_server")
-            if found is None:
-                raise StandinError(
-                    "moto_server not found; install the test extra: pip install -e '.[test]'"
-                )
-            moto_server = Path(found)
+        if not moto_server.exists() or importlib.util.find_spec("boto3") is None:
+            raise StandinError(
+                "the S3 stand-in needs moto and boto3 in this environment; install the "
+                "sandbox extra: pip install -e '.[sandbox]'"
+            )
         return [str(moto_server), "-H", LOOPBACK, "-p", str(self.require_port())]
 
     def probe(self) -> bool:
