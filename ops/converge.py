@@ -40,8 +40,8 @@ from .remote.lock import change_lock
 from .render import DeploymentSecrets, RenderedFile, render_credentials
 from .secrets import Secret
 
-# Where Caddy keeps the root certificate of its internal CA (tls internal),
-# under the caddy user's XDG data directory.
+# Root certificate of Caddy's internal CA (tls internal), in the caddy
+# user's XDG data directory.
 CADDY_LOCAL_ROOT_CERT = f"{layout.CADDY_HOME}/.local/share/caddy/pki/authorities/local/root.crt"
 POLL_SECONDS = 2.0
 
@@ -61,8 +61,8 @@ class ServerRecord:
     ssh_port: int
     created: bool = False
     id: int | str | None = None
-    # Where https://DOMAIN is reached from here when DNS cannot say (a local
-    # host behind a loopback forwarder): (address, port). None: resolve DOMAIN.
+    # (address, port) to connect to for https://DOMAIN when DNS cannot be used,
+    # e.g. a local host behind a loopback forwarder. None: resolve DOMAIN.
     https_endpoint: tuple[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -71,8 +71,8 @@ def _shell(value: Any) -> str:
 
 def _yaml_scalar(value: Any) -> str:
     # A JSON string is a valid YAML double-quoted scalar. Characters above
-    # U+FFFF stay literal because PyYAML does not join JSON's surrogate pairs;
-    # the ones YAML 1.1 reads as line breaks or BOM are escaped by hand.
+    # U+FFFF stay literal, because PyYAML does not join JSON's surrogate pairs.
+    # The characters that YAML 1.1 reads as line breaks or a BOM are escaped by hand.
     text = json.dumps(value, ensure_ascii=False)
     return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
@@ -83,7 +83,12 @@ def _yaml_block(text: str, indent: int) -> str:
         return _yaml_scalar(text)
     body = text.rstrip("\n")
     trailing = len(text) - len(body)
-    chomping = "-" if trailing == 0 else ("" if trailing == 1 else "+")
+    if trailing == 0:
+        chomping = "-"
+    elif trailing == 1:
+        chomping = ""
+    else:
+        chomping = "+"
     lines = body.split("\n")
     # A first line that starts with a space needs an explicit indentation indicator.
     indicator = "2" if lines and lines[0].startswith(" ") else ""

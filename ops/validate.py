@@ -228,7 +228,7 @@ def http_url(value: str) -> str:
 
 
 def ssh_public_key(path: Path) -> Path:
-    """Check that PATH exists and holds one OpenSSH public key line."""
+    """Check that PATH exists and contains one OpenSSH public key line."""
     expanded = path.expanduser()
     if not expanded.is_file():
         raise ValueError(

@@ -1,9 +1,9 @@
 """All stand-ins a sandbox deployment needs, started together on this machine's loopback.
 
 A sandbox host reaches each one inside its own network namespace at a fixed
-guest port, so the rendered user data can name them before the host boots:
-the apt proxy at 127.0.0.1:3142, the image registry at 127.0.0.1:5001, the
-Caddy release server at 127.0.0.1:8701 and the S3 server at 127.0.0.1:9000.
+guest port, so the rendered user data can name them before the host boots.
+The ports are 3142 (apt proxy), 5001 (image registry), 8701 (Caddy release
+server) and 9000 (S3), all on the guest's 127.0.0.1.
 """
 
 from __future__ import annotations
