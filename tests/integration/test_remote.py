@@ -231,7 +231,8 @@ def test_secret_file_mode_and_process_list(host, conn, lines: list[str]) -> None
             "find /var/lib/zot-hetzner/backups -type f -name '*secret*' -exec stat -c %a {} +",
         ]
     )
-    assert backups.stdout.split() and set(backups.stdout.split()) == {"600"}
+    assert backups.stdout.split(), "no backup of the secret file was made"
+    assert set(backups.stdout.split()) == {"600"}
 
 
 def change_secret():
