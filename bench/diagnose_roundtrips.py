@@ -4,9 +4,13 @@ Run as root from the project directory:
 
     .venv/bin/python bench/diagnose_roundtrips.py --hosts 1,4,8 --runs 3
 
-It boots as many local sandbox hosts (systemd-nspawn, see ops/sandbox/) as
-the largest host count, then for each count N runs, over the first N hosts
-in parallel:
+It deploys the registry (ops.deploy, provider "local") onto as many sandbox
+hosts (Debian 12 in systemd-nspawn, see ops/sandbox/) as the largest host
+count, with the stand-ins for the zot image, Caddy's releases, Object
+Storage and Debian's mirror; `--plain` boots bare hosts instead, which is
+faster and leaves the probe less to find. The hosts are then listed as the
+servers of one deployment, and for each count N, over the first N hosts
+in parallel, it runs:
 
 - diagnose: ops.diagnose.run.diagnose(), the code behind `inv diagnose`
   (connect, one probe per host, local DNS and HTTPS facts, all checks);
@@ -14,10 +18,10 @@ in parallel:
   over its own SSH channel (Fabric's Connection.run), as a diagnose that
   runs one command per check would do.
 
-Round trips are counted in this process on paramiko's transport: channel
-opens (Transport.open_channel) and exec requests (Channel.exec_command),
-per host. Times are wall-clock seconds of the whole run, connections
-included.
+Round trips are counted in this process on paramiko's transport: SSH
+connections (Transport.start_client), channel opens
+(Transport.open_channel) and exec requests (Channel.exec_command), per
+host. Times are wall-clock seconds of the whole run, connections included.
 """
 
 from __future__ import annotations
@@ -198,6 +202,76 @@ def boot_hosts(count: int, folder: Path) -> tuple[list[Any], Path]:
     return hosts, key
 
 
+def deploy_hosts(count: int, folder: Path) -> tuple[Any, list[dict[str, Any]], Any]:
+    """Deploy COUNT registries on sandbox hosts; return the stand-ins, server records, settings.
+
+    The settings describe one deployment ("bench") whose servers.json lists
+    every host, so one diagnose run covers them all.
+    """
+    import io
+    import os
+
+    from ops import state
+    from ops.config import parse_settings
+    from ops.deploy import deploy
+    from ops.progress import Progress
+    from ops.sandbox import ensure_golden, generate_keypair
+    from ops.sandbox.standins.stack import StandinStack
+    from ops.secrets import SecretSource
+
+    ensure_golden(log=lambda line: print(f"golden: {line}", file=sys.stderr))
+    os.environ[state.STATE_ROOT_VARIABLE] = str(folder / "state")
+    key = generate_keypair(folder / "id_ed25519")
+    stack = StandinStack(folder / "standins").start()
+    secrets = {name: value.reveal() for name, value in stack.secret_environment().items()}
+
+    def settings(name: str) -> Any:
+        raw: dict[str, Any] = {
+            "name": name,
+            "domain": DOMAIN,
+            "acme_email": "ops@example.com",
+            "ssh": {"public_key": f"{key}.pub", "private_key": str(key)},
+        }
+        for section, values in stack.settings_tree().items():
+            if isinstance(values, dict):
+                raw.setdefault(section, {}).update(values)
+            else:
+                raw[section] = values
+        return parse_settings(raw)
+
+    records = []
+    try:
+        for number in range(count):
+            single = settings(f"bench{number}")
+            started = time.monotonic()
+            deploy(
+                single,
+                provider="local",
+                source=SecretSource(environ=secrets, file_values={}),
+                progress=Progress(io.StringIO()),
+                local_options={"expose": stack.expose_map()},
+            )
+            records.extend(state.read_servers(single.name))
+            print(f"deployed {single.name} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    except BaseException:
+        destroy_deployments(count)
+        stack.stop()
+        raise
+    combined = settings("bench")
+    state.write_servers(combined.name, records)
+    return stack, records, combined
+
+
+def destroy_deployments(count: int) -> None:
+    from ops.sandbox import down, list_hosts
+
+    names = {host.name for host in list_hosts()}
+    for number in range(count):
+        name = f"zh-bench{number}"
+        if name in names:
+            down(name)
+
+
 def settings_for(domain: str) -> Any:
     """The fields diagnose reads from Settings; the bench needs no configuration file."""
     return SimpleNamespace(
@@ -227,68 +301,64 @@ def machine() -> str:
     )
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", default="1,4,8", help="host counts, comma-separated")
-    parser.add_argument("--runs", type=int, default=3, help="runs per count and variant")
-    options = parser.parse_args(argv)
-    counts = sorted({int(part) for part in options.hosts.split(",")})
-
-    counter = RoundTrips()
-    counter.install()
+def measure_counts(
+    counts: list[int],
+    runs: int,
+    settings: Any,
+    targets_all: list[Target],
+    connect: Callable[[Target], Any],
+    counter: RoundTrips,
+) -> list[dict[str, Any]]:
     commands = naive_commands(DOMAIN)
-    settings = settings_for(DOMAIN)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="diagnose-bench-") as scratch:
-        hosts, _key = boot_hosts(max(counts), Path(scratch))
-        try:
-            by_port = {host.ssh_port: host for host in hosts}
-            targets_all = [Target(host.name, "127.0.0.1", host.ssh_port) for host in hosts]
+    env = run.Environment(connect=connect, max_parallel=max(counts))
+    # One warm-up run over every host, so first-use costs (python3 byte-compiling
+    # the probe's imports, podman's first start) do not land in the first count.
+    run.diagnose(settings, targets_all, env)
+    rows: list[dict[str, Any]] = []
+    for count in counts:
+        targets = targets_all[:count]
+        for _ in range(runs):
+            reports: list[Any] = []
+            rows.append(
+                {
+                    "hosts": count,
+                    **measure(
+                        "diagnose",
+                        lambda targets=targets, reports=reports: reports.extend(
+                            run.diagnose(settings, targets, env)
+                        ),
+                        counter,
+                    ),
+                    "timings": [report.facts["timings_ms"] for report in reports if report.facts],
+                    "probe_seconds": [
+                        report.facts["finished_at"] - report.facts["started_at"]
+                        for report in reports
+                        if report.facts
+                    ],
+                }
+            )
+            rows.append(
+                {
+                    "hosts": count,
+                    **measure(
+                        "naive",
+                        lambda targets=targets: naive_diagnose(targets, connect, commands),
+                        counter,
+                    ),
+                }
+            )
+    return rows
 
-            def connect(target: Target) -> Any:
-                return by_port[target.port].connection()
 
-            env = run.Environment(connect=connect, max_parallel=max(counts))
-            # One warm-up run per host so first-use costs (python3 bytecode caches,
-            # podman's first start) are not counted in the first measured run.
-            run.diagnose(settings, targets_all, env)
-            for count in counts:
-                targets = targets_all[:count]
-                for _ in range(options.runs):
-                    rows.append(
-                        {
-                            "hosts": count,
-                            **measure(
-                                "diagnose",
-                                lambda targets=targets: run.diagnose(settings, targets, env),
-                                counter,
-                            ),
-                        }
-                    )
-                    rows.append(
-                        {
-                            "hosts": count,
-                            **measure(
-                                "naive",
-                                lambda targets=targets: naive_diagnose(targets, connect, commands),
-                                counter,
-                            ),
-                        }
-                    )
-        finally:
-            for host in hosts:
-                host.destroy()
-
+def print_table(rows: list[dict[str, Any]], counts: list[int], runs: int, hosts: str) -> None:
     print(f"# diagnose round trips, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
+    print(f"# hosts: {hosts}")
     print(
-        "# hosts: plain sandbox hosts (Debian 12 in systemd-nspawn, sshd behind a loopback "
-        "forwarder), nothing deployed on them"
+        f"# probe: {len(remote.probe_source())} bytes sent on stdin; "
+        f"naive: {len(naive_commands(DOMAIN))} commands"
     )
-    print(
-        f"# probe: {len(remote.probe_source())} bytes sent on stdin; naive: {len(commands)} commands"
-    )
-    print(f"# {options.runs} runs per row; seconds: median (min-max); round trips per host")
+    print(f"# {runs} runs per row; seconds: median (min-max); round trips per host")
     print("| hosts | variant | seconds | connections | channel opens | exec requests |")
     print("| --- | --- | --- | --- | --- | --- |")
     for count in counts:
@@ -301,6 +371,81 @@ def main(argv: list[str]) -> int:
                 f"({min(seconds):.2f}-{max(seconds):.2f}) | {first['connections']:.0f} | "
                 f"{first['channels']:.0f} | {first['execs']:.0f} |"
             )
+
+
+def print_probe_timings(rows: list[dict[str, Any]]) -> None:
+    """Print the probe's slowest sections, median over every probe run on one host alone."""
+    timings = [t for row in rows if row["hosts"] == 1 and "timings" in row for t in row["timings"]]
+    if not timings:
+        return
+    medians = {name: statistics.median(t.get(name, 0) for t in timings) for name in timings[0]}
+    slowest = sorted(medians.items(), key=lambda item: -item[1])[:6]
+    total = statistics.median(sum(t.values()) for t in timings)
+    listed = ", ".join(f"{name} {ms:.0f}" for name, ms in slowest)
+    print(f"# probe sections on one host, median ms: total {total:.0f}; slowest: {listed}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="1,4,8", help="host counts, comma-separated")
+    parser.add_argument("--runs", type=int, default=3, help="runs per count and variant")
+    parser.add_argument(
+        "--plain", action="store_true", help="boot bare hosts instead of deploying the registry"
+    )
+    options = parser.parse_args(argv)
+    counts = sorted({int(part) for part in options.hosts.split(",")})
+    largest = max(counts)
+
+    counter = RoundTrips()
+    counter.install()
+    with tempfile.TemporaryDirectory(prefix="diagnose-bench-") as scratch:
+        if options.plain:
+            hosts, _key = boot_hosts(largest, Path(scratch))
+            try:
+                by_port = {host.ssh_port: host for host in hosts}
+                targets = [Target(host.name, "127.0.0.1", host.ssh_port) for host in hosts]
+                rows = measure_counts(
+                    counts,
+                    options.runs,
+                    settings_for(DOMAIN),
+                    targets,
+                    lambda target: by_port[target.port].connection(),
+                    counter,
+                )
+            finally:
+                for host in hosts:
+                    host.destroy()
+            description = (
+                "bare sandbox hosts (Debian 12 in systemd-nspawn, sshd behind a loopback "
+                "forwarder), nothing deployed on them"
+            )
+        else:
+            from ops.remote.connect import connect_for
+
+            stack, records, settings = deploy_hosts(largest, Path(scratch))
+            try:
+                targets = [
+                    Target(record["name"], record["ssh_host"], int(record["ssh_port"]))
+                    for record in records
+                ]
+                rows = measure_counts(
+                    counts,
+                    options.runs,
+                    settings,
+                    targets,
+                    lambda target: connect_for(settings, target),
+                    counter,
+                )
+            finally:
+                destroy_deployments(largest)
+                stack.stop()
+            description = (
+                "sandbox hosts (Debian 12 in systemd-nspawn, sshd behind a loopback forwarder), "
+                "each with the registry deployed by ops.deploy: zot stand-in under podman, "
+                "Caddy, ufw, S3 stand-in"
+            )
+    print_table(rows, counts, options.runs, description)
+    print_probe_timings(rows)
     return 0
 
 

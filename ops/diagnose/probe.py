@@ -17,6 +17,7 @@ and error texts pass through redact() before they are reported.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime
 import hashlib
 import hmac
@@ -48,6 +49,8 @@ MAX_SAMPLE = 240
 # journalctl lines and log-file bytes read per source.
 MAX_JOURNAL_LINES = 20000
 MAX_LOG_BYTES = 4 * 1024 * 1024
+# Threads that collect sections at the same time; most of them wait on a command.
+PROBE_WORKERS = 6
 
 ERROR_LEVELS = {"error", "err", "fatal", "panic", "dpanic", "crit", "critical", "alert", "emerg"}
 
@@ -998,27 +1001,83 @@ def collect_logs(params: dict, now: float) -> dict:
 # cloud-init, bootstrap and toolkit state
 
 
-def collect_cloud_init() -> dict:
-    status = run(["cloud-init", "status", "--long"], timeout=SLOW_COMMAND_TIMEOUT)
-    facts = {"status_rc": status["rc"]}
-    if status["rc"] is None:
-        facts["error"] = status["error"]
-    else:
-        # `status: done` and friends; the lines after `detail:` hold the error, if any.
-        fields, detail, in_detail = {}, [], False
-        for line in status["stdout"].splitlines():
-            key, sep, value = line.partition(":")
-            if sep and re.fullmatch(r"[a-z_]+", key):
-                in_detail = key == "detail"
-                fields[key] = redact(value.strip())
-                if in_detail and value.strip():
-                    detail.append(value.strip())
-            elif in_detail and line.strip():
-                detail.append(line.strip())
-        fields["detail"] = redact(" ".join(detail), limit=300)
-        facts["status"] = fields
+CLOUD_INIT_RUN_DIR = "/run/cloud-init"
+
+
+def cloud_init_status_from_files(run_dir: str = CLOUD_INIT_RUN_DIR) -> dict | None:
+    """Derive what `cloud-init status` prints from status.json and result.json.
+
+    The rules follow get_status_details() of cloud-init 22.4 (Debian 12), so no
+    second Python interpreter with cloud-init's imports starts (about 0.4 s).
+    Returns None when status.json is missing or unreadable, so the caller can
+    ask cloud-init itself, which also knows whether it is disabled.
+    """
     try:
-        with open("/run/cloud-init/result.json", encoding="utf-8") as handle:
+        with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as handle:
+            stages = json.load(handle).get("v1") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    running = not os.path.exists(os.path.join(run_dir, "result.json"))
+    errors, latest, detail = [], 0, ""
+    for key, value in sorted(stages.items()):
+        if key == "stage":
+            if value:
+                running = True
+                detail = f"running in stage {value}"
+        elif key == "datasource":
+            if value:
+                detail = str(value)
+        elif isinstance(value, dict):
+            errors.extend(str(error) for error in value.get("errors") or [])
+            start, finished = value.get("start") or 0, value.get("finished") or 0
+            if finished == 0 and start != 0:
+                running = True
+            latest = max(latest, start, finished)
+    if errors:
+        status, detail = "error", "; ".join(errors)
+    elif running:
+        status = "running"
+    elif latest > 0:
+        status = "done"
+    else:
+        status = "not run"
+    return {"status": status, "detail": redact(detail, limit=300), "source": "status.json"}
+
+
+def cloud_init_status_from_command() -> tuple[int | None, dict]:
+    status = run(["cloud-init", "status", "--long"], timeout=SLOW_COMMAND_TIMEOUT)
+    if status["rc"] is None:
+        return None, {"error": status["error"]}
+    # `status: done` and friends; the lines after `detail:` contain the error, if any.
+    fields, detail, in_detail = {}, [], False
+    for line in status["stdout"].splitlines():
+        key, sep, value = line.partition(":")
+        if sep and re.fullmatch(r"[a-z_]+", key):
+            in_detail = key == "detail"
+            fields[key] = redact(value.strip())
+            if in_detail and value.strip():
+                detail.append(value.strip())
+        elif in_detail and line.strip():
+            detail.append(line.strip())
+    fields["detail"] = redact(" ".join(detail), limit=300)
+    fields["source"] = "cloud-init status --long"
+    return status["rc"], fields
+
+
+def collect_cloud_init() -> dict:
+    fields = cloud_init_status_from_files()
+    if fields is not None:
+        # cloud-init 22.4 exits 1 on error and 0 otherwise.
+        facts = {"status_rc": 1 if fields["status"] == "error" else 0, "status": fields}
+    else:
+        rc, fields = cloud_init_status_from_command()
+        facts = {"status_rc": rc}
+        if rc is None:
+            facts["error"] = fields["error"]
+        else:
+            facts["status"] = fields
+    try:
+        with open(os.path.join(CLOUD_INIT_RUN_DIR, "result.json"), encoding="utf-8") as handle:
             result = json.load(handle).get("v1") or {}
         errors = result.get("errors") or []
         facts["result_errors"] = [redact(str(error), limit=300) for error in errors[:5]]
@@ -1106,11 +1165,15 @@ def section(facts: dict, name: str, collect, *args) -> None:
     facts["timings_ms"][name] = round((time.monotonic() - started) * 1000)
 
 
-def collect(params: dict) -> dict:
-    """Collect every fact named in PARAMS and return them as one JSON-ready dict."""
+def collect(params: dict, workers: int = PROBE_WORKERS) -> dict:
+    """Collect every fact named in PARAMS and return them as one JSON-ready dict.
+
+    Most sections wait on a command or a socket, so they run on WORKERS
+    threads. A section that needs another's facts runs after it in the same
+    task; each task writes only its own keys.
+    """
     now = time.time()
     domain = params["domain"]
-    units = params["units"]
     zot = params["zot"]
     caddy = params["caddy"]
     facts = {
@@ -1122,52 +1185,60 @@ def collect(params: dict) -> dict:
         "uptime_seconds": collect_uptime(),
         "timings_ms": {},
     }
-    # Credentials first: their values join the redactor before any text is collected.
+    # The files with secrets are read first, so their values join the redactor
+    # before any log line or error text is collected.
     credentials_facts, credentials = collect_credentials(zot["credentials"])
     facts["credentials"] = credentials_facts
-    section(facts, "system", collect_system_state)
-    section(facts, "units", collect_units, list(units.values()))
-    section(facts, "failed_units", collect_failed_units)
-    section(facts, "container", collect_container, params["container"])
     section(facts, "zot_config", collect_zot_config, zot["config"])
-    section(
-        facts,
-        "zot_verify",
-        collect_zot_verify,
-        facts["container"],
-        zot["config"],
-        params["container"],
-    )
-    section(facts, "auto_update", collect_auto_update_dry_run)
-    section(facts, "htpasswd", collect_htpasswd, zot["htpasswd"])
+
+    def container_then_verify() -> None:
+        section(facts, "container", collect_container, params["container"])
+        section(
+            facts,
+            "zot_verify",
+            collect_zot_verify,
+            facts["container"],
+            zot["config"],
+            params["container"],
+        )
+
     zot_host = f"{zot['address']}:{zot['port']}"
-    section(facts, "zot_http", http_request, zot["address"], zot["port"], zot_host, "/v2/")
-    section(facts, "s3", collect_s3, facts["zot_config"], credentials)
-    section(facts, "caddy", collect_caddy, params)
-    section(
-        facts, "caddy_https", http_request, "127.0.0.1", caddy["https_port"], domain, "/v2/", domain
-    )
-    section(
-        facts,
-        "caddy_tls_verify",
-        collect_tls_verification,
-        "127.0.0.1",
-        caddy["https_port"],
-        domain,
-    )
-    section(facts, "caddy_http", http_request, "127.0.0.1", caddy["http_port"], domain, "/v2/")
-    section(facts, "addresses", collect_addresses)
-    section(facts, "resolution", collect_resolution, domain)
-    section(facts, "ufw", collect_command_text, ["ufw", "status", "verbose"])
-    section(facts, "listening", collect_command_text, ["ss", "-H", "-t", "-l", "-n"])
-    section(facts, "disks", collect_disks, params["disk_paths"])
-    section(facts, "memory", collect_memory)
-    section(facts, "timedate", collect_timedate)
-    section(facts, "logs", collect_logs, params, now)
-    section(facts, "cloud_init", collect_cloud_init)
-    section(facts, "bootstrap", collect_marker, params["bootstrap_marker"])
-    section(facts, "lock", collect_lock, params["lock_dir"])
-    section(facts, "reboot", collect_reboot_required)
+    https_port, http_port = caddy["https_port"], caddy["http_port"]
+    tasks = [
+        container_then_verify,
+        lambda: section(facts, "s3", collect_s3, facts["zot_config"], credentials),
+        lambda: section(facts, "system", collect_system_state),
+        lambda: section(facts, "units", collect_units, list(params["units"].values())),
+        lambda: section(facts, "failed_units", collect_failed_units),
+        lambda: section(facts, "auto_update", collect_auto_update_dry_run),
+        lambda: section(facts, "htpasswd", collect_htpasswd, zot["htpasswd"]),
+        lambda: section(
+            facts, "zot_http", http_request, zot["address"], zot["port"], zot_host, "/v2/"
+        ),
+        lambda: section(facts, "caddy", collect_caddy, params),
+        lambda: section(
+            facts, "caddy_https", http_request, "127.0.0.1", https_port, domain, "/v2/", domain
+        ),
+        lambda: section(
+            facts, "caddy_tls_verify", collect_tls_verification, "127.0.0.1", https_port, domain
+        ),
+        lambda: section(facts, "caddy_http", http_request, "127.0.0.1", http_port, domain, "/v2/"),
+        lambda: section(facts, "addresses", collect_addresses),
+        lambda: section(facts, "resolution", collect_resolution, domain),
+        lambda: section(facts, "ufw", collect_command_text, ["ufw", "status", "verbose"]),
+        lambda: section(facts, "listening", collect_command_text, ["ss", "-H", "-t", "-l", "-n"]),
+        lambda: section(facts, "disks", collect_disks, params["disk_paths"]),
+        lambda: section(facts, "memory", collect_memory),
+        lambda: section(facts, "timedate", collect_timedate),
+        lambda: section(facts, "logs", collect_logs, params, now),
+        lambda: section(facts, "cloud_init", collect_cloud_init),
+        lambda: section(facts, "bootstrap", collect_marker, params["bootstrap_marker"]),
+        lambda: section(facts, "lock", collect_lock, params["lock_dir"]),
+        lambda: section(facts, "reboot", collect_reboot_required),
+    ]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
     facts["finished_at"] = time.time()
     return facts
 

@@ -501,3 +501,40 @@ def test_probe_command_quotes_parameters():
     assert command.startswith("python3 - '")
     assert command.endswith("'")
     assert "'\"'\"'" in command
+
+
+def write_cloud_init_run_dir(folder: Path, stages: dict[str, Any], result: bool) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "status.json").write_text(json.dumps({"v1": stages}))
+    if result:
+        (folder / "result.json").write_text(json.dumps({"v1": {"errors": []}}))
+    return str(folder)
+
+
+FINISHED = {"start": 100.0, "finished": 101.0, "errors": []}
+
+
+@pytest.mark.parametrize(
+    ("stages", "result", "status"),
+    [
+        ({"datasource": "DataSourceHetzner", "init": FINISHED, "stage": None}, True, "done"),
+        ({"init": FINISHED, "modules-final": {"start": 102.0, "finished": None}}, True, "running"),
+        ({"init": FINISHED, "stage": "modules-config"}, True, "running"),
+        ({"init": FINISHED}, False, "running"),
+        ({"init": {**FINISHED, "errors": ["('scripts_user', RuntimeError())"]}}, True, "error"),
+        ({"init": {"start": None, "finished": None, "errors": []}}, True, "not run"),
+    ],
+)
+def test_cloud_init_status_from_files(tmp_path: Path, stages, result: bool, status: str):
+    run_dir = write_cloud_init_run_dir(tmp_path / "run", stages, result)
+    assert probe.cloud_init_status_from_files(run_dir)["status"] == status
+
+
+def test_cloud_init_error_detail_lists_errors(tmp_path: Path):
+    stages = {"modules-final": {**FINISHED, "errors": ["runcmd failed", "second"]}}
+    run_dir = write_cloud_init_run_dir(tmp_path / "run", stages, True)
+    assert probe.cloud_init_status_from_files(run_dir)["detail"] == "runcmd failed; second"
+
+
+def test_cloud_init_status_without_status_file(tmp_path: Path):
+    assert probe.cloud_init_status_from_files(str(tmp_path)) is None
