@@ -249,3 +249,43 @@ def test_json_report_for_monitoring():
         "after": [],
     }
     assert only["checks"][2]["after"] == ["zot-service"]
+
+
+# --- the Invoke task -------------------------------------------------------------------
+
+
+def task_context(base_settings: dict) -> Any:
+    from invoke import Config, Context
+
+    return Context(Config(overrides={"deployment": base_settings}))
+
+
+def test_task_prints_json_and_exits_one(
+    sshd: ExecSSHServer, keys, tmp_path: Path, state_dir, base_settings, monkeypatch, capsys
+):
+    from invoke.exceptions import Exit
+
+    from ops.diagnose import tasks
+
+    def environment(settings, secrets=None):
+        return run.Environment(connect=connector(keys, tmp_path), resolver=no_dns)
+
+    monkeypatch.setattr(run, "default_environment", environment)
+    with pytest.raises(Exit) as raised:
+        tasks.diagnose.body(task_context(base_settings), host=f"127.0.0.1:{sshd.port}", json=True)
+    assert raised.value.code == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["exit_code"] == 1
+    assert document["hosts"][0]["checks"][0]["name"] == "probe"
+    assert sshd.channels == 1
+
+
+def test_task_reports_missing_servers(state_dir, base_settings):
+    from invoke.exceptions import Exit
+
+    from ops.diagnose import tasks
+
+    with pytest.raises(Exit) as raised:
+        tasks.diagnose.body(task_context(base_settings))
+    assert raised.value.code == 1
+    assert "run deploy first" in str(raised.value.message)
