@@ -649,7 +649,12 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("caddy binary 0750", caddy_binary_not_executable, "caddy-service", "chmod 0755"),
     ("timer disabled", timer_disabled, "auto-update", "systemctl enable --now podman-auto-update"),
     ("timer not enabled", timer_not_enabled, "auto-update", "systemctl enable --now"),
-    ("autoupdate label missing", label_missing, "auto-update", "inv deploy"),
+    (
+        "autoupdate label missing",
+        label_missing,
+        "auto-update",
+        "copy rendered/etc/systemd/system/zot.service",
+    ),
     ("A record elsewhere", dns_points_elsewhere, "dns", f"A {DOMAIN} -> {IPV4}"),
     ("AAAA record elsewhere", aaaa_points_elsewhere, "dns", f"AAAA {DOMAIN} -> {IPV6}"),
     ("no DNS record", dns_missing, "dns", f"A {DOMAIN} -> {IPV4}"),
@@ -661,17 +666,22 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("cloud firewall 443", cloud_firewall_443_missing, "cloud-firewall", "--port 443"),
     ("certificate expiring", certificate_expiring, "certificate", "inv logs --source caddy"),
     ("certificate expired", certificate_expired, "certificate", "inv logs --source caddy"),
-    ("certificate other name", certificate_other_name, "certificate", "inv deploy"),
+    (
+        "certificate other name",
+        certificate_other_name,
+        "certificate",
+        "copy rendered/etc/caddy/Caddyfile",
+    ),
     ("no certificate", no_certificate, "certificate", "inv logs --source caddy"),
-    ("authentication off", auth_off, "zot-http", "inv deploy"),
-    ("zot published publicly", zot_published_everywhere, "zot-exposure", "inv deploy"),
+    ("authentication off", auth_off, "zot-http", "copy rendered/etc/zot/config.json"),
+    ("zot published publicly", zot_published_everywhere, "zot-exposure", "systemctl daemon-reload"),
     ("disk full", disk_full, "disk", "apt-get clean"),
     ("memory exhausted", memory_exhausted, "memory", "hcloud server change-type"),
     ("NTP off", ntp_off, "clock", "timedatectl set-ntp true"),
     ("clock far off", clock_far_off, "clock", "timedatectl set-ntp true"),
     ("htpasswd with MD5", htpasswd_md5, "htpasswd", "inv rotate-password"),
-    ("zot config invalid JSON", zot_config_invalid, "zot-config", "inv deploy"),
-    ("zot verify rejects", zot_verify_rejects, "zot-config", "inv deploy"),
+    ("zot config invalid JSON", zot_config_invalid, "zot-config", "inv render --mode deploy"),
+    ("zot verify rejects", zot_verify_rejects, "zot-config", "copy rendered/etc/zot/config.json"),
     (
         "zot skipped: no htpasswd",
         zot_skipped_for_missing_htpasswd,
@@ -698,6 +708,18 @@ def test_one_broken_thing_fails_one_check(mutate: Mutation, check: str, fix: str
     assert fix in result.fix
     assert result.cause
     assert result.where in ("local", "server", "dns")
+
+
+def test_rewrite_fix_renders_then_copies():
+    facts = healthy_facts()
+    local = copy.deepcopy(healthy_local().__dict__)
+    auth_off(facts, local)
+    fix = judge(facts, LocalFacts(**local))["zot-http"].fix
+    assert fix == (
+        "inv render --mode deploy --output rendered/user-data.yaml --files rendered, then copy "
+        "rendered/etc/zot/config.json over /etc/zot/config.json on the server, then "
+        "inv restart --service zot"
+    )
 
 
 def test_follow_on_failures_name_their_root():
@@ -759,7 +781,7 @@ WARNINGS: list[tuple[str, Mutation, str, str]] = [
         "ufw inactive",
         lambda f, _local: f["ufw"].update(output="Status: inactive\n"),
         "ufw",
-        "inv deploy",
+        "bash /usr/local/lib/zot-hetzner/bootstrap.sh",
     ),
     (
         "certificate within 14 days",

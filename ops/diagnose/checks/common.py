@@ -7,7 +7,6 @@ from typing import Any
 from ... import layout
 
 # Toolkit commands that a fix may name; they run in the project directory.
-DEPLOY = "inv deploy"
 SET_S3_CREDENTIALS = "inv set-s3-credentials"
 SET_LOGIN = "inv rotate-password --user USER"
 UPGRADE_CADDY = "inv upgrade-caddy"
@@ -24,6 +23,30 @@ def logs(source: str) -> str:
 
 # The bootstrap script can run again without harm (see templates/bootstrap.sh.j2).
 RERUN_BOOTSTRAP = f"bash {layout.BOOTSTRAP_SCRIPT}"
+# Where rewrite() has `inv render` put the server files.
+RENDERED_DIR = "rendered"
+
+
+def rewrite(path: str, then: str = "") -> str:
+    """Return the fix that puts the toolkit's own version of server file PATH back.
+
+    The server files come from the user data at the first boot, and `inv deploy`
+    on an existing server uploads only the secrets, so the file is rendered
+    here and copied over the old one, which keeps the old file's mode and owner.
+    """
+    fix = (
+        f"inv render --mode deploy --output {RENDERED_DIR}/user-data.yaml "
+        f"--files {RENDERED_DIR}, then copy {RENDERED_DIR}{path} over {path} on the server"
+    )
+    return f"{fix}, then {then}" if then else fix
+
+
+def reload_unit(unit: str) -> str:
+    """Return what makes systemd load a rewritten unit file and restart the unit."""
+    return (
+        f"on the server: systemctl daemon-reload && systemctl enable {unit} "
+        f"&& systemctl restart {unit}"
+    )
 
 
 def unit(facts: dict[str, Any], name: str) -> dict[str, str]:

@@ -7,14 +7,15 @@ import stat
 from ... import layout
 from ..result import CheckResult, Inputs, fail, ok, skip, warn
 from .common import (
-    DEPLOY,
     SET_LOGIN,
     SET_S3_CREDENTIALS,
     UPGRADE_CADDY,
     logs,
     probe_error,
+    reload_unit,
     restart,
     restarts,
+    rewrite,
     unit,
     unit_state,
 )
@@ -40,7 +41,7 @@ def zot_service(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_UNIT} is not installed",
             f"the bootstrap did not write {layout.ZOT_UNIT_PATH}",
-            DEPLOY,
+            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
             "local",
         )
 
@@ -143,7 +144,7 @@ def zot_http(inputs: Inputs) -> CheckResult:
         return warn(
             f"GET /v2/ without credentials: 401 with challenge {challenge or 'none'!r}",
             "zot asks for another authentication scheme than the htpasswd logins the toolkit sets up",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
 
@@ -151,7 +152,7 @@ def zot_http(inputs: Inputs) -> CheckResult:
         return fail(
             "GET /v2/ without credentials: 200, so anyone can pull and push",
             f"authentication is off: {layout.ZOT_CONFIG} has no http.auth.htpasswd section",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
     return fail(
@@ -169,7 +170,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_CONFIG} is missing",
             "the bootstrap or deploy did not write zot's configuration",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
 
@@ -177,7 +178,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_CONFIG} is not valid JSON: {config['parse_error']}",
             "the file was edited by hand or written incompletely",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
 
@@ -193,7 +194,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"zot verify rejected {layout.ZOT_CONFIG}: {verify.get('message')}",
             "zot will not start (or restart) with this configuration",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
 
@@ -229,7 +230,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return warn(
             f"{'; '.join(problems)} ({verified})",
             "the configuration differs from what the toolkit writes",
-            DEPLOY,
+            rewrite(layout.ZOT_CONFIG, restart("zot")),
             "local",
         )
     return ok(f"valid JSON, storage s3 bucket {driver.get('bucket')}; {verified}")
@@ -304,7 +305,7 @@ def caddy_service(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.CADDY_UNIT} is not installed",
             f"the bootstrap did not write {layout.CADDY_UNIT_PATH}",
-            DEPLOY,
+            rewrite(layout.CADDY_UNIT_PATH, reload_unit(layout.CADDY_UNIT)),
             "local",
         )
 
@@ -336,7 +337,7 @@ def caddy_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.CADDYFILE} is missing",
             "the bootstrap or deploy did not write the Caddyfile",
-            DEPLOY,
+            rewrite(layout.CADDYFILE, restart("caddy")),
             "local",
         )
 
@@ -349,7 +350,8 @@ def caddy_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"caddy validate failed: {validate.get('message') or 'no message'}",
             "the Caddyfile has an error, so the next restart or reload of Caddy fails",
-            f"fix the line named above or rewrite the file with {DEPLOY}; check with: {command}",
+            f"fix the line named above and check with: {command}; or put the toolkit's "
+            f"version back: {rewrite(layout.CADDYFILE, restart('caddy'))}",
             "local",
         )
     return ok(f"caddy validate passed (as user {validate.get('user')})")
@@ -395,7 +397,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
             f"container {layout.ZOT_CONTAINER} lacks {layout.AUTOUPDATE_LABEL}=registry "
             f"(found {policy!r})",
             "podman auto-update skips containers without the label",
-            DEPLOY,
+            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
             "local",
         )
 
@@ -404,7 +406,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
             f"container {layout.ZOT_CONTAINER} has no PODMAN_SYSTEMD_UNIT label",
             "podman auto-update restarts a container through its unit; the unit must create "
             "the container itself (podman run --replace with PODMAN_SYSTEMD_UNIT set)",
-            DEPLOY,
+            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
             "local",
         )
 
@@ -414,7 +416,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
         return fail(
             f"image {image!r} is not fully qualified",
             "podman auto-update needs a registry host in the image name",
-            DEPLOY,
+            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
             "local",
         )
 
