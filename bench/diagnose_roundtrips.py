@@ -6,9 +6,9 @@ Run as root from the project directory:
 
 It deploys the registry (ops.deploy, provider "local") onto as many sandbox
 hosts (Debian 12 in systemd-nspawn, see ops/sandbox/) as the largest host
-count, with the stand-ins for the zot image, Caddy's releases, Object
-Storage and Debian's mirror; `--plain` boots bare hosts instead, which is
-faster and leaves the probe less to find. The hosts are then listed as the
+count. Stand-ins replace the zot image, Caddy's releases, Object Storage and
+Debian's mirror. `--plain` boots bare hosts instead, which is faster and
+leaves the probe less to find. The hosts are then listed as the
 servers of one deployment, and for each count N, over the first N hosts
 in parallel, it runs:
 
@@ -107,7 +107,7 @@ class RoundTrips:
 
 
 def naive_commands(domain: str) -> list[str]:
-    """One remote command per fact the probe collects, in the probe's order."""
+    """Return one remote command per fact the probe collects, in the probe's order."""
     units = [
         layout.ZOT_UNIT,
         layout.CADDY_UNIT,
@@ -273,7 +273,7 @@ def destroy_deployments(count: int) -> None:
 
 
 def settings_for(domain: str) -> Any:
-    """The fields diagnose reads from Settings; the bench needs no configuration file."""
+    """Return the fields diagnose reads from Settings, so bare hosts need no configuration."""
     return SimpleNamespace(
         name="diagnose-bench",
         domain=domain,

@@ -1,8 +1,8 @@
 """`inv diagnose`: every troubleshooting check on each server in one SSH round trip.
 
-probe.py runs on the server and reports raw facts as JSON; checks/ judges
-them here, as pure functions from facts to CheckResult; run.py drives several
-servers in parallel; report.py renders the outcome for people or monitoring.
+probe.py runs on the server and reports raw facts as JSON. checks/ judges
+them here, as pure functions from facts to CheckResult. run.py drives several
+servers in parallel, and report.py renders the outcome for people or monitoring.
 """
 
 from .checks import NAMES, run_checks

@@ -38,7 +38,7 @@ def resolve(domain: str) -> dict[str, Any]:
 def https_from_here(
     domain: str, resolution: dict[str, Any], tls: str, endpoint: Endpoint = https_endpoint
 ) -> dict[str, Any] | None:
-    """GET https://DOMAIN/v2/ from here at each resolved address until one answers.
+    """GET https://DOMAIN/v2/ from here at each resolved address until one responds.
 
     The certificate is verified against this machine's CAs for ACME
     certificates; Caddy's internal CA is untrusted by design, so then it is not.

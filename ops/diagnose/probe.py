@@ -357,7 +357,7 @@ def http_request(address, port, host, path, server_name=None, verify=False):
     """Send GET PATH to ADDRESS:PORT with Host HOST, over TLS when SERVER_NAME is set.
 
     The connection goes to ADDRESS whatever HOST resolves to, the way
-    `curl --resolve` does, so the server answers for its own name locally.
+    `curl --resolve` does, so the server is asked for its own name locally.
     """
     facts = {"url": f"{'https' if server_name else 'http'}://{host}{path}"}
     started = time.monotonic()
@@ -962,7 +962,7 @@ def file_errors(path: str, since: float) -> dict:
 
 
 def access_log_server_errors(path: str, since: float) -> dict:
-    """Count 5xx answers newer than SINCE in Caddy's JSON access log."""
+    """Count 5xx responses newer than SINCE in Caddy's JSON access log."""
     try:
         lines = read_tail(path)
     except OSError as error:
@@ -1009,8 +1009,8 @@ def cloud_init_status_from_files(run_dir: str = CLOUD_INIT_RUN_DIR) -> dict | No
 
     The rules follow get_status_details() of cloud-init 22.4 (Debian 12), so no
     second Python interpreter with cloud-init's imports starts (about 0.4 s).
-    Returns None when status.json is missing or unreadable, so the caller can
-    ask cloud-init itself, which also knows whether it is disabled.
+    Returns None when status.json is missing or unreadable. The caller then
+    runs `cloud-init status`, which also reports whether cloud-init is disabled.
     """
     try:
         with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as handle:

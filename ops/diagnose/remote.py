@@ -1,7 +1,7 @@
 """Run the probe on a server: one SSH channel, one exec request, one JSON reply.
 
 The probe's source goes to `python3 -` on the channel's standard input,
-followed by end-of-file; its parameters (domain, paths, units, ports: no
+followed by end-of-file. Its parameters (domain, paths, units, ports, and no
 secret) are the single command-line argument. Invoke's stdin forwarding
 sends one byte per 10 ms for a non-terminal stream, so this module writes to
 the paramiko channel directly.

@@ -154,7 +154,7 @@ class _Run:
         domain, tls = self.settings.domain, self.settings.tls
         endpoint = (record or {}).get("https_endpoint")
         if endpoint:
-            # deploy records where HTTPS is reached when DNS cannot say (a local host).
+            # deploy records where HTTPS is reached when DNS cannot tell (a local host).
             return local.https_at(domain, str(endpoint[0]), int(endpoint[1]), tls)
         resolution = self.resolution()
         return self.once(

@@ -23,7 +23,7 @@ def logs(source: str) -> str:
 
 # The bootstrap script can run again without harm (see templates/bootstrap.sh.j2).
 RERUN_BOOTSTRAP = f"bash {layout.BOOTSTRAP_SCRIPT}"
-# Where rewrite() has `inv render` put the server files.
+# Folder into which rewrite() has `inv render` write the server files.
 RENDERED_DIR = "rendered"
 
 
@@ -31,7 +31,7 @@ def rewrite(path: str, then: str = "") -> str:
     """Return the fix that puts the toolkit's own version of server file PATH back.
 
     The server files come from the user data at the first boot, and `inv deploy`
-    on an existing server uploads only the secrets, so the file is rendered
+    on an existing server uploads only the secrets. So the file is rendered
     here and copied over the old one, which keeps the old file's mode and owner.
     """
     fix = (
