@@ -27,7 +27,7 @@ from ..errors import ConfigError, OpsError, VerificationError
 from ..remote import checks, commands, facts
 from ..remote.change import DesiredFile, Step, apply_change, restart_step
 from ..remote.execute import host_of, output, run, upload
-from ..remote.hosts import CHANGED, UNCHANGED, HostOutput, Outcome
+from ..remote.hosts import CHANGED, UNCHANGED, WOULD_CHANGE, HostOutput, Outcome
 from ..render import deployment_info
 from . import common
 
@@ -241,7 +241,7 @@ def upgrade_caddy(
         out(
             f"would upgrade caddy {current or '(missing)'} -> {target} ({arch}) from {release.tarball_url}"
         )
-        return Outcome(CHANGED, f"would upgrade caddy {current} -> {target}")
+        return Outcome(WOULD_CHANGE, f"caddy {current or '(missing)'} -> {target}")
 
     running = facts.unit_state(conn, layout.CADDY_UNIT).is_active
     with common.maybe_locked(conn, TASK, dry_run=False, break_lock=break_lock, out=out):

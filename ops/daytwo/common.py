@@ -14,7 +14,7 @@ from ..remote import checks
 from ..remote.change import ChangeResult, Step
 from ..remote.connect import connect_for, select_targets
 from ..remote.execute import host_of
-from ..remote.hosts import CHANGED, UNCHANGED, HostOutput, HostResult, Outcome, run_on_hosts
+from ..remote.hosts import HostOutput, HostResult, Outcome, change_status, run_on_hosts
 from ..remote.lock import change_lock
 from ..secrets import Secret, SecretSource, password_variable
 
@@ -118,7 +118,9 @@ def maybe_locked(
 
 
 def outcome(result: ChangeResult) -> Outcome:
-    return Outcome(CHANGED if result.changed else UNCHANGED, result.describe())
+    """Turn RESULT into the server's result: the status, then the files and steps it names."""
+    detail = ", ".join(result.files + result.steps) if result.changed else ""
+    return Outcome(change_status(result.changed, result.dry_run), detail)
 
 
 def run_task(

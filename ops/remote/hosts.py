@@ -2,8 +2,9 @@
 
 Each server gets its own connection and thread. Output lines are prefixed
 with the server's name when more than one server runs, and every server ends
-with a result: changed, no change, ok (read-only tasks) or failed with the
-error message. One failed server never stops the others.
+with a result: changed, would change (in a dry run), no change, ok (read-only
+tasks) or failed with the error message. One failed server never stops the
+others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..errors import OpsError
 from .connect import Target
 
 CHANGED = "changed"
+WOULD_CHANGE = "would change"
 UNCHANGED = "no change"
 OK = "ok"
 FAILED = "failed"
@@ -26,9 +28,20 @@ FAILED = "failed"
 MAX_PARALLEL = 10
 
 
+def change_status(changed: bool, dry_run: bool) -> str:
+    """Return CHANGED, or WOULD_CHANGE for a dry run, when something changed; else UNCHANGED."""
+    if not changed:
+        return UNCHANGED
+    return WOULD_CHANGE if dry_run else CHANGED
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """The result of a per-server function: a status (CHANGED, UNCHANGED or OK) and a note."""
+    """The result of a per-server function: a status and a detail.
+
+    The result line reads `<server>: <status>: <message>`, so the message
+    names what changed or was found and does not repeat the status word.
+    """
 
     status: str
     message: str = ""

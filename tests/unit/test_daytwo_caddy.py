@@ -192,7 +192,8 @@ def test_dry_run_downloads_nothing(
 ) -> None:
     CaddyHost(server, release_assets("2.8.4"))
     result = upgrade(server, out, settings, dry_run=True)
-    assert result.message == "would upgrade caddy 2.7.6 -> 2.8.4"
+    assert result.status == "would change"
+    assert result.message == "caddy 2.7.6 -> 2.8.4"
     assert "caddy_2.8.4_linux_amd64.tar.gz" in stream.getvalue()
     assert server.files[layout.CADDY_BINARY].data == binary("2.7.6")
     assert not [

@@ -102,6 +102,7 @@ def test_second_run_no_change(server: FakeServer, settings: Settings) -> None:
     restarts = server.units[layout.ZOT_UNIT]["NRestarts"]
     result, text = run_s3(server, settings)
     assert result.status == "no change"
+    assert result.message == ""
     assert server.units[layout.ZOT_UNIT]["NRestarts"] == restarts
     assert f"{layout.ZOT_CREDENTIALS}: no change" in text
 
@@ -110,8 +111,8 @@ def test_dry_run_changes_nothing(server: FakeServer, settings: Settings) -> None
     serve_zot(server)
     before = {path: file.data for path, file in server.files.items()}
     result, text = run_s3(server, settings, dry_run=True)
-    assert result.status == "changed"
-    assert result.message.startswith("would change")
+    assert result.status == "would change"
+    assert result.message == f"{layout.ZOT_CREDENTIALS}, restart zot.service"
     assert {path: file.data for path, file in server.files.items()} == before
     assert server.uploads == []
     assert layout.LOCK_DIR not in server.dirs

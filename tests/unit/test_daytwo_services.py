@@ -156,13 +156,15 @@ def test_restart_always_changes(server: FakeServer, out: HostOutput, settings: S
     for expected in ("1", "2"):
         result = service.restart(server, out, settings=settings, service="zot")
         assert result.status == "changed"
+        assert result.message == "restart zot.service"
         assert server.units[layout.ZOT_UNIT]["NRestarts"] == expected
     assert server.units[layout.CADDY_UNIT]["NRestarts"] == "0"
 
 
 def test_restart_dry_run(server: FakeServer, out: HostOutput, settings: Settings, stream) -> None:
     result = service.restart(server, out, settings=settings, service="both", dry_run=True)
-    assert result.message == "would change: restart zot.service, restart caddy.service"
+    assert result.status == "would change"
+    assert result.message == "restart zot.service, restart caddy.service"
     assert server.units[layout.ZOT_UNIT]["NRestarts"] == "0"
     assert "would restart caddy.service" in stream.getvalue()
 

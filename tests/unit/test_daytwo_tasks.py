@@ -132,6 +132,30 @@ def test_rotate_dry_run_shows_and_saves_nothing(
     assert servers["alpha"].uploads == []
 
 
+def test_result_lines_name_status_once(
+    context: Context, servers: dict, monkeypatch, capsys
+) -> None:
+    daytwo.rotate_password(context, user="admin", host="alpha")
+    lines = capsys.readouterr().out.splitlines()
+    assert f"alpha: changed: {layout.ZOT_HTPASSWD}, restart zot.service" in lines
+    assert lines[-1] == "1 changed"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "OLDKEYID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "OLDSECRET")
+    daytwo.set_s3_credentials(context, host="alpha")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == ["alpha: no change", "1 no change"]
+
+
+def test_dry_run_result_says_would_change(context: Context, servers: dict, capsys) -> None:
+    daytwo.rotate_password(context, user="admin", host="alpha", dry_run=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:] == [
+        "dry run, nothing changed:",
+        f"alpha: would change: {layout.ZOT_HTPASSWD}, restart zot.service",
+        "1 would change",
+    ]
+
+
 def test_rotate_with_given_password(context: Context, servers: dict, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ZOT_NEW_PASSWORD", "chosen-password-42")
     daytwo.rotate_password(context, user="admin", host="alpha")

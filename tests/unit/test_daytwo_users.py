@@ -72,6 +72,7 @@ def test_rotate_checks_new_and_old(
         server, out, user="admin", new_password=Secret(NEW), old_password=Secret(OLD)
     )
     assert result.status == "changed"
+    assert result.message == f"{layout.ZOT_HTPASSWD}, restart zot.service"
     assert htpasswd.verify(Secret(NEW), entries(server)["admin"])
     assert not htpasswd.verify(Secret(OLD), entries(server)["admin"])
     assert entries(server)["ci"] == htpasswd.parse(server.text(layout.ZOT_HTPASSWD))["ci"]
@@ -139,7 +140,8 @@ def test_rotate_dry_run_writes_nothing(
     result = users.rotate_password(
         server, out, user="admin", new_password=Secret(NEW), old_password=None, dry_run=True
     )
-    assert result.message.startswith("would change")
+    assert result.status == "would change"
+    assert result.message == f"{layout.ZOT_HTPASSWD}, restart zot.service"
     assert server.text(layout.ZOT_HTPASSWD) == before
     assert server.uploads == []
     assert "(secret content changed)" in stream.getvalue()
@@ -156,6 +158,7 @@ def test_add_user_writes_config_and_htpasswd(
     assert users.roles_from_config(server.text(layout.ZOT_CONFIG))["deploy-bot"] == "push"
     second = users.add_user(server, out, settings=effective, user=user, password=Secret(NEW))
     assert second.status == "no change"
+    assert second.message == ""
 
 
 def test_add_existing_user_other_password(

@@ -91,3 +91,28 @@ def test_line_stream_prefixes_whole_lines() -> None:
     lines.flush()
     lines.finish()
     assert stream.getvalue() == "[alpha] first line\n[alpha] second\n[alpha] thi\n"
+
+
+@pytest.mark.parametrize(
+    ("changed", "dry_run", "expected"),
+    [
+        (True, False, "changed"),
+        (True, True, "would change"),
+        (False, False, "no change"),
+        (False, True, "no change"),
+    ],
+)
+def test_change_status(changed: bool, dry_run: bool, expected: str) -> None:
+    assert hosts.change_status(changed, dry_run) == expected
+
+
+def test_summary_of_dry_run() -> None:
+    results = [
+        hosts.HostResult(TARGETS[0], hosts.WOULD_CHANGE, "/etc/zot/htpasswd"),
+        hosts.HostResult(TARGETS[1], hosts.UNCHANGED),
+    ]
+    assert hosts.summary(results).splitlines() == [
+        "alpha: would change: /etc/zot/htpasswd",
+        "beta: no change",
+        "1 would change, 1 no change",
+    ]
