@@ -74,6 +74,10 @@ class HostOutput:
                 self.stream.write(f"[{self.name}] {line}\n" if self.prefix else f"{line}\n")
             self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """Write TEXT as `<server>: TEXT` when lines carry no prefix, so it still names the server."""
+        self(text if self.prefix else f"{self.name}: {text}")
+
 
 class LineStream:
     """A file-like object that passes whole lines to a HostOutput (for streamed logs)."""

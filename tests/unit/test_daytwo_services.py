@@ -94,6 +94,58 @@ def test_logs_prefixed_by_host(server: FakeServer, out: HostOutput, stream: io.S
     assert stream.getvalue() == "[alpha] line one\n[alpha] line two\n"
 
 
+def fake_exists_test(server: FakeServer) -> None:
+    """Make `test -e PATH` exit 0 when the fake server has the file, else 1."""
+    server.on(r"^test -e ", lambda argv, stdin: ("", "", 0 if argv[2] in server.files else 1))
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("zot-log", "zot has not written /var/log/zot/zot.log yet"),
+        ("zot-audit", "zot has not written /var/log/zot/audit.log yet"),
+        ("access", "Caddy has not written /var/log/caddy/access.log yet"),
+        ("audit", "the toolkit has not written /var/log/zot-hetzner/audit.log yet"),
+    ],
+)
+def test_missing_log_file_is_a_note(
+    server: FakeServer, out: HostOutput, stream: io.StringIO, source: str, expected: str
+) -> None:
+    fake_exists_test(server)
+    result = logs.show_logs(server, out, source=source, lines=200, since=None, follow=False)
+    assert result.status == "ok"
+    assert result.message == expected
+    assert stream.getvalue() == f"[alpha] {expected}\n"
+    assert not [command for command in server.commands if command.startswith("tail ")]
+
+
+def test_missing_log_file_followed(
+    server: FakeServer, out: HostOutput, stream: io.StringIO
+) -> None:
+    fake_exists_test(server)
+    server.on(r"^tail -n 5 -F -- /var/log/zot/audit\.log$", answer("first entry\n"))
+    logs.show_logs(server, out, source="zot-audit", lines=5, since=None, follow=True)
+    assert stream.getvalue().splitlines() == [
+        "[alpha] zot has not written /var/log/zot/audit.log yet, waiting for it",
+        "[alpha] first entry",
+    ]
+
+
+def test_existing_log_file_tailed(server: FakeServer, out: HostOutput, stream: io.StringIO) -> None:
+    server.add_file(layout.ZOT_AUDIT_LOG, "entry\n")
+    fake_exists_test(server)
+    server.on(r"^tail -n 200 -- /var/log/zot/audit\.log$", answer("entry\n"))
+    result = logs.show_logs(server, out, source="zot-audit", lines=200, since=None, follow=False)
+    assert result.message == ""
+    assert stream.getvalue() == "[alpha] entry\n"
+
+
+def test_journal_logs_not_probed(server: FakeServer, out: HostOutput) -> None:
+    server.on(r"^journalctl ", answer("line\n"))
+    logs.show_logs(server, out, source="caddy", lines=1, since=None, follow=False)
+    assert [command.split()[0] for command in server.commands] == ["journalctl"]
+
+
 def test_autoupdate_status(server: FakeServer, out: HostOutput, stream: io.StringIO) -> None:
     result = autoupdate.status(server, out)
     assert result.status == "ok"

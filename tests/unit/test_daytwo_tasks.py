@@ -156,6 +156,15 @@ def test_dry_run_result_says_would_change(context: Context, servers: dict, capsy
     ]
 
 
+def test_logs_of_missing_file(context: Context, servers: dict, capsys) -> None:
+    server = servers["alpha"]
+    server.on(r"^test -e ", lambda argv, stdin: ("", "", 0 if argv[2] in server.files else 1))
+    daytwo.logs(context, source="zot-audit", lines=200, host="alpha")
+    captured = capsys.readouterr()
+    assert captured.out == f"alpha: zot has not written {layout.ZOT_AUDIT_LOG} yet\n"
+    assert not [command for command in server.commands if command.startswith("tail ")]
+
+
 def test_rotate_with_given_password(context: Context, servers: dict, monkeypatch, capsys) -> None:
     monkeypatch.setenv("ZOT_NEW_PASSWORD", "chosen-password-42")
     daytwo.rotate_password(context, user="admin", host="alpha")

@@ -116,3 +116,14 @@ def test_summary_of_dry_run() -> None:
         "beta: no change",
         "1 would change, 1 no change",
     ]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [(True, "[alpha] no log yet\n"), (False, "alpha: no log yet\n")],
+)
+def test_note_names_host(prefix: bool, expected: str) -> None:
+    stream = io.StringIO()
+    out = hosts.HostOutput("alpha", prefix, stream, threading.Lock())
+    out.note("no log yet")
+    assert stream.getvalue() == expected
