@@ -20,7 +20,13 @@ from ..remote.lock import change_lock
 from . import common
 
 TASK = "auto-update"
-SERVICE_PROPERTIES = ("ActiveState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
+SERVICE_PROPERTIES = (
+    "ActiveState",
+    "Result",
+    "ExecMainStatus",
+    "ExecMainStartTimestamp",
+    "ExecMainExitTimestamp",
+)
 # podman auto-update runs a pull per image; bound one run.
 RUN_TIMEOUT = 900
 
@@ -54,20 +60,50 @@ def label_problem(container: facts.ContainerState) -> str | None:
     return None
 
 
+def last_run_lines(timer: dict[str, str], service: dict[str, str]) -> list[str]:
+    """Describe the last run of the update service from the `systemctl show` properties.
+
+    The timer's LastTriggerUSec changes only when the timer starts the
+    service, so a run started with `systemctl start` leaves it empty. The
+    service's ExecMain* timestamps record every start, but only since boot,
+    because systemd does not keep them across a reboot (systemd 252).
+    """
+    triggered = timer.get("LastTriggerUSec", "")
+    started = service.get("ExecMainStartTimestamp", "")
+    ended = service.get("ExecMainExitTimestamp", "")
+    if not started:
+        if not triggered:
+            return ["last run: never"]
+        # NOTE: podman's timer has Persistent=true, and systemd 252 then takes
+        # LastTriggerUSec from the mtime of a stamp file that it creates when
+        # the timer first starts. So after a reboot or a timer restart, this
+        # is that start time if the timer never fired.
+        return [
+            f"last run: none since boot (timer's last trigger: {triggered})",
+            "last result: unknown; see inv auto-update --journal",
+        ]
+
+    how = "" if triggered else " (not by the timer, which has not fired yet)"
+    lines = [f"last run: started {started}{how}"]
+    if ended:
+        lines.append(
+            f"last result: {service.get('Result') or 'unknown'} (exit status "
+            f"{service.get('ExecMainStatus') or '-'}, ended {ended})"
+        )
+    else:
+        lines.append(f"last result: none yet, the run is {service.get('ActiveState') or 'unknown'}")
+    return lines
+
+
 def status(conn: Any, out: HostOutput) -> Outcome:
     """Print the timer, the last run and whether the zot container is set up for updates."""
     timer = facts.unit_state(conn, layout.AUTOUPDATE_TIMER, facts.TIMER_PROPERTIES)
     service = facts.unit_state(conn, layout.AUTOUPDATE_SERVICE, SERVICE_PROPERTIES)
     container = facts.container_state(conn, layout.ZOT_CONTAINER)
-    props = timer.properties
     out(f"timer {layout.AUTOUPDATE_TIMER}: {timer.active}, {timer.enabled}")
-    out(f"  last run: {props.get('LastTriggerUSec') or 'never'}")
-    out(f"  next run: {props.get('NextElapseUSecRealtime') or 'not scheduled'}")
-    last = service.properties
-    out(
-        f"last result: {last.get('Result') or 'unknown'} (exit status "
-        f"{last.get('ExecMainStatus') or '-'}, ended {last.get('ExecMainExitTimestamp') or 'never'})"
-    )
+    out(f"  next run: {timer.properties.get('NextElapseUSecRealtime') or 'not scheduled'}")
+    for line in last_run_lines(timer.properties, service.properties):
+        out(line)
     out(f"zot image: {container.image or '-'}")
     problems = []
     problem = label_problem(container)

@@ -146,6 +146,75 @@ def test_journal_logs_not_probed(server: FakeServer, out: HostOutput) -> None:
     assert [command.split()[0] for command in server.commands] == ["journalctl"]
 
 
+TRIGGER = "Mon 2025-01-06 00:00:03 UTC"
+START = "Mon 2025-01-06 21:00:00 UTC"
+END = "Mon 2025-01-06 21:00:01 UTC"
+
+
+@pytest.mark.parametrize(
+    ("timer", "service", "expected"),
+    [
+        ({"LastTriggerUSec": ""}, {"Result": "success"}, ["last run: never"]),
+        (
+            {"LastTriggerUSec": ""},
+            {
+                "ExecMainStartTimestamp": START,
+                "ExecMainExitTimestamp": END,
+                "Result": "success",
+                "ExecMainStatus": "0",
+            },
+            [
+                f"last run: started {START} (not by the timer, which has not fired yet)",
+                f"last result: success (exit status 0, ended {END})",
+            ],
+        ),
+        (
+            {"LastTriggerUSec": TRIGGER},
+            {
+                "ExecMainStartTimestamp": START,
+                "ExecMainExitTimestamp": END,
+                "Result": "exit-code",
+                "ExecMainStatus": "125",
+            },
+            [
+                f"last run: started {START}",
+                f"last result: exit-code (exit status 125, ended {END})",
+            ],
+        ),
+        (
+            {"LastTriggerUSec": TRIGGER},
+            {"Result": "success"},
+            [
+                f"last run: none since boot (timer's last trigger: {TRIGGER})",
+                "last result: unknown; see inv auto-update --journal",
+            ],
+        ),
+        (
+            {"LastTriggerUSec": TRIGGER},
+            {"ExecMainStartTimestamp": START, "ActiveState": "activating"},
+            [f"last run: started {START}", "last result: none yet, the run is activating"],
+        ),
+    ],
+)
+def test_autoupdate_last_run(
+    timer: dict[str, str], service: dict[str, str], expected: list[str]
+) -> None:
+    assert autoupdate.last_run_lines(timer, service) == expected
+
+
+def test_autoupdate_status_run_by_hand(
+    server: FakeServer, out: HostOutput, stream: io.StringIO
+) -> None:
+    server.units[layout.AUTOUPDATE_TIMER]["LastTriggerUSec"] = ""
+    server.units[layout.AUTOUPDATE_SERVICE]["ExecMainStartTimestamp"] = START
+    server.units[layout.AUTOUPDATE_SERVICE]["ExecMainExitTimestamp"] = END
+    autoupdate.status(server, out)
+    text = stream.getvalue()
+    assert "last run: never" not in text
+    assert f"[alpha] last run: started {START}" in text
+    assert f"ended {END}" in text
+
+
 def test_autoupdate_status(server: FakeServer, out: HostOutput, stream: io.StringIO) -> None:
     result = autoupdate.status(server, out)
     assert result.status == "ok"
