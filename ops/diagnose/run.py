@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,12 +59,15 @@ class Environment:
 def default_environment(settings: Any, secrets: SecretSource | None = None) -> Environment:
     """Return the real environment: SSH with pinned keys, this machine's DNS, the Hetzner API."""
     from .. import hetzner
+    from ..deploy import API_ENDPOINT_VARIABLE
 
     source = secrets if secrets is not None else SecretSource.load()
     token = source.get(HCLOUD_TOKEN)
+    # The same API endpoint override that deploy honours (a recording proxy, a local fake).
+    endpoint = os.environ.get(API_ENDPOINT_VARIABLE) or hetzner.DEFAULT_ENDPOINT
 
     def client() -> Any:
-        return hetzner.make_client(token) if token is not None else None
+        return hetzner.make_client(token, endpoint=endpoint) if token is not None else None
 
     return Environment(connect=lambda target: connect_for(settings, target), hcloud_client=client)
 
