@@ -213,7 +213,8 @@ def test_terminal_prompts_for_missing_values(workdir):
     assert SECRET_KEY not in transcript
     assert ACCESS_KEY not in transcript
     rendered = yaml.safe_load((workdir / "cloud-init-custom.yaml").read_text())
-    assert rendered["fqdn"] == "typed.example.com"
+    caddyfile = next(f for f in rendered["write_files"] if f["path"] == "/etc/caddy/Caddyfile")
+    assert "typed.example.com {" in caddyfile["content"]
 
 
 def test_all_problems_reported_together(workdir):
