@@ -291,6 +291,81 @@ def upload_secrets(
     return changes
 
 
+# Which rendered files belong to which service, and what a change to them needs.
+ZOT_FILES = (layout.ZOT_CONFIG, layout.ZOT_UNIT_PATH, layout.CONTAINERS_REGISTRIES_DROPIN)
+CADDY_FILES = (layout.CADDYFILE, layout.CADDY_UNIT_PATH)
+
+
+def sync_files(
+    conn: Any, files: dict[str, RenderedFile], progress: Progress, timeouts: Timeouts
+) -> list[str]:
+    """Bring the server's configuration files in line with the current settings.
+
+    The first boot wrote them from the user data; later edits of invoke.yaml
+    reach an existing server only this way. Each group changes atomically
+    and rolls back when its service does not come back. Caddy is restarted
+    only when it runs, because deploy starts it later, after the DNS check.
+    """
+    progress.stage("comparing the server's configuration files with the settings")
+    daemon_reload = Step(description="reload systemd units", command="systemctl daemon-reload")
+    caddy_file = files[layout.CADDYFILE]
+    groups = [
+        (
+            [files[path] for path in ZOT_FILES if path in files],
+            [daemon_reload, restart_step(layout.ZOT_UNIT)],
+            [
+                Step(
+                    description="zot answers on 127.0.0.1:5000",
+                    action=lambda connection: zot_answers(connection, timeouts.zot),
+                )
+            ],
+        ),
+        (
+            [files[path] for path in CADDY_FILES],
+            [
+                daemon_reload,
+                Step(
+                    description=f"restart {layout.CADDY_UNIT} if it runs",
+                    command=systemctl("try-restart", layout.CADDY_UNIT),
+                ),
+            ],
+            [],
+        ),
+        (
+            [
+                file
+                for path, file in files.items()
+                if path not in ZOT_FILES and path not in CADDY_FILES and not file.secret
+            ],
+            [Step(description="reload sshd", command="sshd -t && systemctl reload ssh.service")],
+            [],
+        ),
+    ]
+    changes: list[str] = []
+    with change_lock(conn, "deploy", out=progress.line):
+        for group, steps, group_checks in groups:
+            desired = [
+                DesiredFile.from_rendered(
+                    file,
+                    validator=(lambda temp: caddy_validate(layout.CADDY_BINARY, temp))
+                    if file is caddy_file
+                    else None,
+                )
+                for file in group
+            ]
+            result = apply_change(
+                conn,
+                task="deploy",
+                files=desired,
+                steps=steps,
+                checks=group_checks,
+                out=progress.line,
+            )
+            changes += [f"updated {path}" for path in result.files]
+    progress.done(f"{len(changes)} file(s) updated" if changes else "up to date (no change)")
+    return changes
+
+
 def resolve(domain: str) -> set[str]:
     try:
         infos = socket.getaddrinfo(domain, 443, proto=socket.IPPROTO_TCP)
@@ -428,15 +503,21 @@ def converge(
     progress: Progress,
     timeouts: Timeouts | None = None,
     check_dns: bool = True,
+    files: dict[str, RenderedFile] | None = None,
 ) -> ConvergeResult:
-    """Take the server in RECORD from "booting" to "registry answers over HTTPS"."""
+    """Take the server in RECORD from "booting" to "registry answers over HTTPS".
+
+    FILES are the rendered non-secret files; when given, the server's copies
+    are brought in line with them first.
+    """
     timeouts = timeouts or Timeouts()
     if record.created:
         forget_host_key(settings, _target(record))
     conn = wait_for_ssh(settings, record, progress, timeouts.ssh)
     try:
         wait_for_cloud_init(conn, progress, timeouts.cloud_init)
-        changes = upload_secrets(conn, secrets, passwords, progress, timeouts)
+        changes = sync_files(conn, files, progress, timeouts) if files else []
+        changes += upload_secrets(conn, secrets, passwords, progress, timeouts)
         if check_dns and settings.tls == "acme":
             wait_for_dns(settings, record, progress, timeouts.dns)
         changes += start_caddy(conn, progress, timeouts.zot)

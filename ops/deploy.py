@@ -19,7 +19,7 @@ from .converge import ConvergeResult, ServerRecord, Timeouts, converge, forget_h
 from .errors import ConfigError
 from .progress import Progress
 from .remote.connect import Target
-from .render import render_user_data
+from .render import render_files, render_user_data
 from .secrets import HCLOUD_TOKEN, SecretSource
 
 Provider = Literal["hetzner", "local"]
@@ -134,6 +134,7 @@ def deploy(
     secrets, password_set = passwords.load_deployment_secrets(settings, source)
     version = caddy.resolve_version(settings)
     user_data = render_user_data(settings, None, "deploy", version)
+    files = render_files(settings, None, "deploy", version)
     if provider == "hetzner" and client is None:
         client = hetzner_client(source)
 
@@ -165,6 +166,7 @@ def deploy(
         progress,
         timeouts=timeouts,
         check_dns=check_dns,
+        files=files,
     )
     outcome.changes = ([f"created server {record.name}"] if record.created else []) + result.changes
     outcome.registry_url = result.registry_url

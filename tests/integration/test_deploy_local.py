@@ -106,3 +106,28 @@ def test_no_secret_in_deploy_output(local_deployment):
         assert secret.reveal() not in text
     for user in ("admin", "ci", "viewer"):
         assert local_deployment.password(user) not in text
+
+
+def test_settings_change_reaches_server(local_deployment):
+    original = local_deployment.settings
+    changed = original.model_copy(
+        update={
+            "acme_email": "registry-admin@example.com",
+            "zot": original.zot.model_copy(update={"metrics": True}),
+        }
+    )
+    local_deployment.settings = changed
+    try:
+        outcome = local_deployment.deploy()
+        assert "updated /etc/zot/config.json" in outcome.changes
+        assert "updated /etc/caddy/Caddyfile" in outcome.changes
+        root = local_deployment.host.root
+        config = json.loads((root / "etc/zot/config.json").read_text())
+        assert config["extensions"]["metrics"]["enable"] is True
+        assert "registry-admin@example.com" in (root / "etc/caddy/Caddyfile").read_text()
+        assert "answers 401 with a Basic challenge" in local_deployment.output
+        assert local_deployment.deploy().changes == []
+    finally:
+        local_deployment.settings = original
+        restored = local_deployment.deploy()
+    assert "updated /etc/zot/config.json" in restored.changes
