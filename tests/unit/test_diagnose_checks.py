@@ -653,7 +653,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "autoupdate label missing",
         label_missing,
         "auto-update",
-        "copy rendered/etc/systemd/system/zot.service",
+        "inv deploy (it writes the rendered /etc/systemd/system/zot.service back",
     ),
     ("A record elsewhere", dns_points_elsewhere, "dns", f"A {DOMAIN} -> {IPV4}"),
     ("AAAA record elsewhere", aaaa_points_elsewhere, "dns", f"AAAA {DOMAIN} -> {IPV6}"),
@@ -670,18 +670,33 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "certificate other name",
         certificate_other_name,
         "certificate",
-        "copy rendered/etc/caddy/Caddyfile",
+        "inv deploy (it writes the rendered /etc/caddy/Caddyfile back",
     ),
     ("no certificate", no_certificate, "certificate", "inv logs --source caddy"),
-    ("authentication off", auth_off, "zot-http", "copy rendered/etc/zot/config.json"),
-    ("zot published publicly", zot_published_everywhere, "zot-exposure", "systemctl daemon-reload"),
+    (
+        "authentication off",
+        auth_off,
+        "zot-http",
+        "inv deploy (it writes the rendered /etc/zot/config.json back",
+    ),
+    (
+        "zot published publicly",
+        zot_published_everywhere,
+        "zot-exposure",
+        "rendered /etc/systemd/system/zot.service",
+    ),
     ("disk full", disk_full, "disk", "apt-get clean"),
     ("memory exhausted", memory_exhausted, "memory", "hcloud server change-type"),
     ("NTP off", ntp_off, "clock", "timedatectl set-ntp true"),
     ("clock far off", clock_far_off, "clock", "timedatectl set-ntp true"),
     ("htpasswd with MD5", htpasswd_md5, "htpasswd", "inv rotate-password"),
-    ("zot config invalid JSON", zot_config_invalid, "zot-config", "inv render --mode deploy"),
-    ("zot verify rejects", zot_verify_rejects, "zot-config", "copy rendered/etc/zot/config.json"),
+    ("zot config invalid JSON", zot_config_invalid, "zot-config", "inv deploy"),
+    (
+        "zot verify rejects",
+        zot_verify_rejects,
+        "zot-config",
+        "inv deploy (it writes the rendered /etc/zot/config.json back",
+    ),
     (
         "zot skipped: no htpasswd",
         zot_skipped_for_missing_htpasswd,
@@ -710,15 +725,13 @@ def test_one_broken_thing_fails_one_check(mutate: Mutation, check: str, fix: str
     assert result.where in ("local", "server", "dns")
 
 
-def test_rewrite_fix_renders_then_copies():
+def test_rewrite_fix_points_at_deploy():
     facts = healthy_facts()
     local = copy.deepcopy(healthy_local().__dict__)
     auth_off(facts, local)
     fix = judge(facts, LocalFacts(**local))["zot-http"].fix
     assert fix == (
-        "inv render --mode deploy --output rendered/user-data.yaml --files rendered, then copy "
-        "rendered/etc/zot/config.json over /etc/zot/config.json on the server, then "
-        "inv restart --service zot"
+        "inv deploy (it writes the rendered /etc/zot/config.json back and restarts what uses it)"
     )
 
 

@@ -23,22 +23,15 @@ def logs(source: str) -> str:
 
 # The bootstrap script can run again without harm (see templates/bootstrap.sh.j2).
 RERUN_BOOTSTRAP = f"bash {layout.BOOTSTRAP_SCRIPT}"
-# Folder into which rewrite() has `inv render` write the server files.
-RENDERED_DIR = "rendered"
 
 
-def rewrite(path: str, then: str = "") -> str:
+def rewrite(path: str) -> str:
     """Return the fix that puts the toolkit's own version of server file PATH back.
 
-    The server files come from the user data at the first boot, and `inv deploy`
-    on an existing server uploads only the secrets. So the file is rendered
-    here and copied over the old one, which keeps the old file's mode and owner.
+    `inv deploy` renders the server files from the settings, replaces each
+    one that differs (validated, with a rollback) and restarts what uses it.
     """
-    fix = (
-        f"inv render --mode deploy --output {RENDERED_DIR}/user-data.yaml "
-        f"--files {RENDERED_DIR}, then copy {RENDERED_DIR}{path} over {path} on the server"
-    )
-    return f"{fix}, then {then}" if then else fix
+    return f"inv deploy (it writes the rendered {path} back and restarts what uses it)"
 
 
 def reload_unit(unit: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ... import layout
 from .. import parsers
 from ..result import CheckResult, Inputs, fail, ok, skip, warn
-from .common import RERUN_BOOTSTRAP, duration, logs, probe_error, reload_unit, restart, rewrite
+from .common import RERUN_BOOTSTRAP, duration, logs, probe_error, restart, rewrite
 
 # Caddy renews an ACME certificate when a third of its lifetime is left
 # (certmagic's DefaultRenewalWindowRatio = 1/3, so 30 of Let's Encrypt's 90
@@ -134,7 +134,7 @@ def certificate(inputs: Inputs) -> CheckResult:
         return fail(
             f"certificate {summary} does not cover {domain}",
             "Caddy serves a certificate for another name: the Caddyfile names another site",
-            rewrite(layout.CADDYFILE, restart("caddy")),
+            rewrite(layout.CADDYFILE),
             "local",
         )
 
@@ -166,7 +166,7 @@ def certificate(inputs: Inputs) -> CheckResult:
             return warn(
                 f"certificate {summary} is from Let's Encrypt's staging CA, {expires}",
                 "deployment.acme_staging is true; clients do not trust staging certificates",
-                f"set deployment.acme_staging: false, then {rewrite(layout.CADDYFILE, restart('caddy'))}",
+                f"set deployment.acme_staging: false, then {rewrite(layout.CADDYFILE)}",
                 "local",
             )
         return fail(
@@ -216,13 +216,13 @@ def https_on_server(inputs: Inputs) -> CheckResult:
             f"GET https://{domain}/v2/ via 127.0.0.1: 200 without credentials",
             "the registry is open to anyone: zot's authentication is off or Caddy serves "
             "something else",
-            rewrite(layout.CADDYFILE, restart("caddy")),
+            rewrite(layout.CADDYFILE),
             "local",
         )
     return fail(
         f"GET https://{domain}/v2/ via 127.0.0.1: {status}",
         "Caddy does not proxy /v2/ to zot as the toolkit's Caddyfile does",
-        rewrite(layout.CADDYFILE, restart("caddy")),
+        rewrite(layout.CADDYFILE),
         "local",
     )
 
@@ -245,7 +245,7 @@ def http_port(inputs: Inputs) -> CheckResult:
     return warn(
         f"GET http://{domain}/v2/ via 127.0.0.1: {reply['status']}, no redirect to HTTPS",
         "plain HTTP requests are not sent on to HTTPS",
-        rewrite(layout.CADDYFILE, restart("caddy")),
+        rewrite(layout.CADDYFILE),
         "local",
     )
 
@@ -436,7 +436,7 @@ def zot_exposure(inputs: Inputs) -> CheckResult:
             f"zot's port is reachable on {', '.join(sorted(set(exposed)))}",
             "zot must listen on loopback only: podman's published ports bypass ufw, so anyone "
             "could reach zot without TLS",
-            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
+            rewrite(layout.ZOT_UNIT_PATH),
             "local",
         )
 

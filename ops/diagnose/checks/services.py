@@ -12,7 +12,6 @@ from .common import (
     UPGRADE_CADDY,
     logs,
     probe_error,
-    reload_unit,
     restart,
     restarts,
     rewrite,
@@ -41,7 +40,7 @@ def zot_service(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_UNIT} is not installed",
             f"the bootstrap did not write {layout.ZOT_UNIT_PATH}",
-            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
+            rewrite(layout.ZOT_UNIT_PATH),
             "local",
         )
 
@@ -144,7 +143,7 @@ def zot_http(inputs: Inputs) -> CheckResult:
         return warn(
             f"GET /v2/ without credentials: 401 with challenge {challenge or 'none'!r}",
             "zot asks for another authentication scheme than the htpasswd logins the toolkit sets up",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
 
@@ -152,7 +151,7 @@ def zot_http(inputs: Inputs) -> CheckResult:
         return fail(
             "GET /v2/ without credentials: 200, so anyone can pull and push",
             f"authentication is off: {layout.ZOT_CONFIG} has no http.auth.htpasswd section",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
     return fail(
@@ -170,7 +169,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_CONFIG} is missing",
             "the bootstrap or deploy did not write zot's configuration",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
 
@@ -178,7 +177,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.ZOT_CONFIG} is not valid JSON: {config['parse_error']}",
             "the file was edited by hand or written incompletely",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
 
@@ -194,7 +193,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"zot verify rejected {layout.ZOT_CONFIG}: {verify.get('message')}",
             "zot will not start (or restart) with this configuration",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
 
@@ -230,7 +229,7 @@ def zot_config(inputs: Inputs) -> CheckResult:
         return warn(
             f"{'; '.join(problems)} ({verified})",
             "the configuration differs from what the toolkit writes",
-            rewrite(layout.ZOT_CONFIG, restart("zot")),
+            rewrite(layout.ZOT_CONFIG),
             "local",
         )
     return ok(f"valid JSON, storage s3 bucket {driver.get('bucket')}; {verified}")
@@ -305,7 +304,7 @@ def caddy_service(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.CADDY_UNIT} is not installed",
             f"the bootstrap did not write {layout.CADDY_UNIT_PATH}",
-            rewrite(layout.CADDY_UNIT_PATH, reload_unit(layout.CADDY_UNIT)),
+            rewrite(layout.CADDY_UNIT_PATH),
             "local",
         )
 
@@ -337,7 +336,7 @@ def caddy_config(inputs: Inputs) -> CheckResult:
         return fail(
             f"{layout.CADDYFILE} is missing",
             "the bootstrap or deploy did not write the Caddyfile",
-            rewrite(layout.CADDYFILE, restart("caddy")),
+            rewrite(layout.CADDYFILE),
             "local",
         )
 
@@ -351,7 +350,7 @@ def caddy_config(inputs: Inputs) -> CheckResult:
             f"caddy validate failed: {validate.get('message') or 'no message'}",
             "the Caddyfile has an error, so the next restart or reload of Caddy fails",
             f"fix the line named above and check with: {command}; or put the toolkit's "
-            f"version back: {rewrite(layout.CADDYFILE, restart('caddy'))}",
+            f"version back: {rewrite(layout.CADDYFILE)}",
             "local",
         )
     return ok(f"caddy validate passed (as user {validate.get('user')})")
@@ -397,7 +396,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
             f"container {layout.ZOT_CONTAINER} lacks {layout.AUTOUPDATE_LABEL}=registry "
             f"(found {policy!r})",
             "podman auto-update skips containers without the label",
-            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
+            rewrite(layout.ZOT_UNIT_PATH),
             "local",
         )
 
@@ -406,7 +405,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
             f"container {layout.ZOT_CONTAINER} has no PODMAN_SYSTEMD_UNIT label",
             "podman auto-update restarts a container through its unit; the unit must create "
             "the container itself (podman run --replace with PODMAN_SYSTEMD_UNIT set)",
-            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
+            rewrite(layout.ZOT_UNIT_PATH),
             "local",
         )
 
@@ -416,7 +415,7 @@ def auto_update(inputs: Inputs) -> CheckResult:
         return fail(
             f"image {image!r} is not fully qualified",
             "podman auto-update needs a registry host in the image name",
-            rewrite(layout.ZOT_UNIT_PATH, reload_unit(layout.ZOT_UNIT)),
+            rewrite(layout.ZOT_UNIT_PATH),
             "local",
         )
 
