@@ -217,22 +217,32 @@ def wait_for_cloud_init(conn: Any, progress: Progress, timeout: float) -> dict[s
     return status
 
 
-def reconcile_htpasswd(current_text: str | None, passwords: dict[str, Secret]) -> str:
-    """Return htpasswd content for PASSWORDS, keeping each current hash that still matches.
+def reconcile_htpasswd(
+    current_text: str | None,
+    passwords: dict[str, Secret],
+    unknown: frozenset[str] = frozenset(),
+) -> tuple[str, set[str]]:
+    """Return htpasswd content for PASSWORDS and the users whose server hash was kept.
 
     bcrypt salts every hash anew, so hashing again would change the file on
     every run; keeping a verified hash makes a second deploy change nothing.
+    Users in UNKNOWN have a password generated just now because none was
+    known here; when the server already has a hash for one of them, that
+    hash is kept, so a lost local state never locks a user out.
     """
     current = htpasswd.parse(current_text) if current_text else {}
     entries = {}
+    kept = set()
     for user, password in passwords.items():
         existing = current.get(user)
-        entries[user] = (
-            existing
-            if existing and htpasswd.verify(password, existing)
-            else htpasswd.hash_password(password)
-        )
-    return htpasswd.format_entries(entries)
+        if existing and user in unknown:
+            entries[user] = existing
+            kept.add(user)
+        elif existing and htpasswd.verify(password, existing):
+            entries[user] = existing
+        else:
+            entries[user] = htpasswd.hash_password(password)
+    return htpasswd.format_entries(entries), kept
 
 
 def _read_optional(conn: Any, path: str) -> str | None:
@@ -254,16 +264,29 @@ def upload_secrets(
     passwords: dict[str, Secret],
     progress: Progress,
     timeouts: Timeouts,
+    unknown: frozenset[str] = frozenset(),
+    before_upload: Callable[[set[str]], None] | None = None,
 ) -> list[str]:
-    """Put the S3 credentials and htpasswd on the server, then make sure zot runs."""
+    """Put the S3 credentials and htpasswd on the server, then make sure zot runs.
+
+    BEFORE_UPLOAD is called with the users whose server hash was kept (see
+    reconcile_htpasswd) before anything is written.
+    """
     progress.stage("uploading secrets and starting zot")
     credentials = RenderedFile(
         layout.ZOT_CREDENTIALS, render_credentials(secrets), 0o600, secret=True
     )
     current_htpasswd = _read_optional(conn, layout.ZOT_HTPASSWD)
-    htpasswd_file = RenderedFile(
-        layout.ZOT_HTPASSWD, reconcile_htpasswd(current_htpasswd, passwords), 0o600, secret=True
-    )
+    htpasswd_text, kept = reconcile_htpasswd(current_htpasswd, passwords, unknown)
+    for user in sorted(kept):
+        progress.line(
+            f"the password of registry user {user} is not known here; the server's is kept "
+            f"(set ZOT_PASSWORD_{user.upper().replace('-', '_').replace('.', '_')} or use "
+            "inv rotate-password to change it)"
+        )
+    if before_upload is not None:
+        before_upload(kept)
+    htpasswd_file = RenderedFile(layout.ZOT_HTPASSWD, htpasswd_text, 0o600, secret=True)
     zot_check = Step(
         description="zot answers on 127.0.0.1:5000",
         action=lambda connection: zot_answers(connection, timeouts.zot),
@@ -504,6 +527,8 @@ def converge(
     timeouts: Timeouts | None = None,
     check_dns: bool = True,
     files: dict[str, RenderedFile] | None = None,
+    unknown: frozenset[str] = frozenset(),
+    before_upload: Callable[[set[str]], None] | None = None,
 ) -> ConvergeResult:
     """Take the server in RECORD from "booting" to "registry answers over HTTPS".
 
@@ -517,7 +542,9 @@ def converge(
     try:
         wait_for_cloud_init(conn, progress, timeouts.cloud_init)
         changes = sync_files(conn, files, progress, timeouts) if files else []
-        changes += upload_secrets(conn, secrets, passwords, progress, timeouts)
+        changes += upload_secrets(
+            conn, secrets, passwords, progress, timeouts, unknown, before_upload
+        )
         if check_dns and settings.tls == "acme":
             wait_for_dns(settings, record, progress, timeouts.dns)
         changes += start_caddy(conn, progress, timeouts.zot)

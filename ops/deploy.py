@@ -150,14 +150,22 @@ def deploy(
     if dry_run or record is None:
         return outcome
 
-    # From here on the server exists: keep its record and the passwords it
-    # will get, so a run that fails later can be resumed and logged into.
+    # From here on the server exists: keep its record so that a run that
+    # fails later can be resumed.
     record_server(settings, record)
-    password_set.save()
-    outcome.generated = {
-        user: (password_set.passwords[user].reveal(), str(path))
-        for user, path in password_set.generated.items()
-    }
+
+    def save_generated(kept: set[str]) -> None:
+        # Called before the htpasswd upload, so a password is saved here
+        # before the server accepts it. A user whose hash the server keeps
+        # gets no new password.
+        for user in kept:
+            password_set.generated.pop(user, None)
+        password_set.save()
+        outcome.generated = {
+            user: (password_set.passwords[user].reveal(), str(path))
+            for user, path in password_set.generated.items()
+        }
+
     result: ConvergeResult = converge(
         settings,
         record,
@@ -167,6 +175,8 @@ def deploy(
         timeouts=timeouts,
         check_dns=check_dns,
         files=files,
+        unknown=frozenset(password_set.generated),
+        before_upload=save_generated,
     )
     outcome.changes = ([f"created server {record.name}"] if record.created else []) + result.changes
     outcome.registry_url = result.registry_url

@@ -108,6 +108,23 @@ def test_no_secret_in_deploy_output(local_deployment):
         assert local_deployment.password(user) not in text
 
 
+def test_lost_local_password_keeps_server_hash(local_deployment):
+    saved = local_deployment.state_dir / local_deployment.settings.name / "passwords" / "viewer"
+    password = saved.read_text()
+    saved.unlink()
+    try:
+        outcome = local_deployment.deploy()
+        assert outcome.changes == []
+        assert outcome.generated == {}
+        assert "password of registry user viewer is not known here" in local_deployment.output
+        assert not saved.exists()
+        login = local_deployment.client("kept").login("viewer", password.strip())
+        assert login.returncode == 0, login.stderr
+    finally:
+        saved.write_text(password)
+        saved.chmod(0o600)
+
+
 def test_settings_change_reaches_server(local_deployment):
     original = local_deployment.settings
     changed = original.model_copy(

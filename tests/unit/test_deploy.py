@@ -112,20 +112,33 @@ def test_destroy_removes_server_keeps_bucket(fake, settings, state_dir):
 
 def test_reconcile_keeps_matching_hash():
     password = Secret("first-password-123")
-    first = reconcile_htpasswd(None, {"admin": password})
-    second = reconcile_htpasswd(first, {"admin": password})
+    first, _ = reconcile_htpasswd(None, {"admin": password})
+    second, kept = reconcile_htpasswd(first, {"admin": password})
+    assert kept == set()
     assert second == first
-    rotated = reconcile_htpasswd(first, {"admin": Secret("second-password-456")})
+    rotated, _ = reconcile_htpasswd(first, {"admin": Secret("second-password-456")})
     assert rotated != first
     assert htpasswd.verify(Secret("second-password-456"), htpasswd.parse(rotated)["admin"])
 
 
-def test_reconcile_drops_unknown_users():
-    text = reconcile_htpasswd(
+def test_reconcile_drops_unconfigured_users():
+    text, _ = reconcile_htpasswd(
         None, {"admin": Secret("a-password-123"), "old": Secret("b-password-123")}
     )
-    again = reconcile_htpasswd(text, {"admin": Secret("a-password-123")})
+    again, _ = reconcile_htpasswd(text, {"admin": Secret("a-password-123")})
     assert set(htpasswd.parse(again)) == {"admin"}
+
+
+def test_reconcile_keeps_hash_of_unknown_password():
+    server, _ = reconcile_htpasswd(None, {"ci": Secret("password-set-elsewhere")})
+    generated = Secret("freshly-generated-password")
+    text, kept = reconcile_htpasswd(server, {"ci": generated}, frozenset({"ci"}))
+    assert kept == {"ci"}
+    assert text == server
+    assert htpasswd.verify(Secret("password-set-elsewhere"), htpasswd.parse(text)["ci"])
+    new_user, kept = reconcile_htpasswd(server, {"new": generated}, frozenset({"new"}))
+    assert kept == set()
+    assert htpasswd.verify(generated, htpasswd.parse(new_user)["new"])
 
 
 def record(ipv4="203.0.113.10", ipv6="2001:db8::1") -> ServerRecord:
