@@ -437,6 +437,17 @@ def wait_for_dns(
     progress.done(f"{settings.domain} resolves to {', '.join(sorted(seen))}")
 
 
+def report_caddy_version(conn: Any, wanted: str, progress: Progress) -> None:
+    """Say when the Caddy on the server is not the configured release; deploy does not swap binaries."""
+    installed = facts.program_version(conn, layout.CADDY_BINARY)
+    if installed and installed != wanted:
+        progress.line(
+            f"note: Caddy {installed} runs on the server, the settings name {wanted}; "
+            f"run inv upgrade-caddy --version {wanted}, or set deployment.caddy.version: "
+            f'"{installed}" to keep it'
+        )
+
+
 def start_caddy(conn: Any, progress: Progress, timeout: float) -> list[str]:
     progress.stage("starting Caddy")
     unit = facts.unit_state(conn, layout.CADDY_UNIT)
@@ -529,6 +540,7 @@ def converge(
     files: dict[str, RenderedFile] | None = None,
     unknown: frozenset[str] = frozenset(),
     before_upload: Callable[[set[str]], None] | None = None,
+    caddy_version: str | None = None,
 ) -> ConvergeResult:
     """Take the server in RECORD from "booting" to "registry answers over HTTPS".
 
@@ -547,6 +559,8 @@ def converge(
         )
         if check_dns and settings.tls == "acme":
             wait_for_dns(settings, record, progress, timeouts.dns)
+        if caddy_version:
+            report_caddy_version(conn, caddy_version, progress)
         changes += start_caddy(conn, progress, timeouts.zot)
         wait_for_https(settings, record, conn, progress, timeouts.https)
     finally:

@@ -177,6 +177,7 @@ def deploy(
         files=files,
         unknown=frozenset(password_set.generated),
         before_upload=save_generated,
+        caddy_version=version,
     )
     outcome.changes = ([f"created server {record.name}"] if record.created else []) + result.changes
     outcome.registry_url = result.registry_url

@@ -148,3 +148,22 @@ def test_settings_change_reaches_server(local_deployment):
         local_deployment.settings = original
         restored = local_deployment.deploy()
     assert "updated /etc/zot/config.json" in restored.changes
+
+
+def test_caddy_version_drift_reported(local_deployment):
+    original = local_deployment.settings
+    other = local_deployment.stack.caddy.versions[1]
+    local_deployment.settings = original.model_copy(
+        update={"caddy": original.caddy.model_copy(update={"version": other})}
+    )
+    try:
+        local_deployment.deploy()
+        installed = original.caddy.version
+        assert f"note: Caddy {installed} runs on the server, the settings name {other}" in (
+            local_deployment.output
+        )
+        assert f"inv upgrade-caddy --version {other}" in local_deployment.output
+    finally:
+        local_deployment.settings = original
+        local_deployment.deploy()
+    assert "note: Caddy" not in local_deployment.output
