@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import caddy, passwords, prompt
+from . import caddy, passwords, prompt, state
 from .config import parse_settings
 from .errors import ConfigError
 from .render import Mode, render_files, render_user_data
@@ -24,17 +22,8 @@ class RenderResult:
 
 
 def _write(path: Path, content: str, mode: int) -> None:
-    """Write atomically: a temp file with the final mode, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    state.write_atomic(path, content, mode)
 
 
 def render_deployment(

@@ -31,20 +31,29 @@ def deployment_dir(name: str, create: bool = True) -> Path:
     return path
 
 
-def write_private(path: Path, content: str) -> None:
-    """Write CONTENT to PATH atomically with mode 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def write_atomic(path: Path, content: str, mode: int) -> None:
+    """Write CONTENT to PATH through a temp file that has MODE before any byte is written.
+
+    The rename replaces PATH in one step, so a reader never sees half a file
+    and a secret never sits in a file that others can read.
+    """
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(descriptor, mode)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write CONTENT to PATH atomically with mode 0600, creating its folder with 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, content, 0o600)
 
 
 def servers_file(name: str) -> Path:
