@@ -226,9 +226,9 @@ def reconcile_htpasswd(
 
     bcrypt salts every hash anew, so hashing again would change the file on
     every run; keeping a verified hash makes a second deploy change nothing.
-    Users in UNKNOWN have a password generated just now because none was
-    known here; when the server already has a hash for one of them, that
-    hash is kept, so a lost local state never locks a user out.
+    Users in UNKNOWN got a password generated just now, because none was
+    known here. When the server already has a hash for such a user, that
+    hash is kept, so a lost local state does not lock the user out.
     """
     current = htpasswd.parse(current_text) if current_text else {}
     entries = {}
@@ -253,7 +253,7 @@ def _read_optional(conn: Any, path: str) -> str | None:
 
 
 def zot_answers(conn: Any, timeout: float) -> None:
-    """Wait until zot on 127.0.0.1:5000 asks for authentication (401), as it should."""
+    """Wait until zot on 127.0.0.1:5000 responds 401, as a registry with logins should."""
     url = f"http://{layout.ZOT_ADDRESS}:{layout.ZOT_PORT}/v2/"
     checks.wait_http(conn, url, {401}, timeout=timeout)
 
@@ -314,7 +314,7 @@ def upload_secrets(
     return changes
 
 
-# Which rendered files belong to which service, and what a change to them needs.
+# Rendered files grouped by the service that reads them; a change restarts that service.
 ZOT_FILES = (layout.ZOT_CONFIG, layout.ZOT_UNIT_PATH, layout.CONTAINERS_REGISTRIES_DROPIN)
 CADDY_FILES = (layout.CADDYFILE, layout.CADDY_UNIT_PATH)
 
@@ -408,7 +408,7 @@ def wait_for_dns(
 
     Asking Let's Encrypt for a certificate while the records point elsewhere
     fails validation and soon hits its rate limit, so deploy stops here
-    instead and says which records to create.
+    instead and names the records to create.
     """
     expected = {address for address in (record.ipv4, record.ipv6) if address}
     progress.stage(f"checking that {settings.domain} points at this server")
@@ -493,7 +493,7 @@ def https_status(
 def wait_for_https(
     settings: Settings, record: ServerRecord, conn: Any, progress: Progress, timeout: float
 ) -> None:
-    """Wait until https://DOMAIN/v2/ answers 401 with a Basic challenge, over valid TLS."""
+    """Wait until https://DOMAIN/v2/ responds 401 with a Basic challenge, over valid TLS."""
     progress.stage(f"waiting for {settings.registry_url}/v2/ to answer")
     ca_pem = None
     if settings.tls == "internal":
@@ -523,7 +523,7 @@ def wait_for_https(
     ok, _ = checks.poll(probe, bool, timeout=timeout, interval=POLL_SECONDS)
     if not ok:
         raise DeployTimeoutError(
-            f"{settings.registry_url}/v2/ did not answer 401 with a Basic challenge within "
+            f"{settings.registry_url}/v2/ did not respond 401 with a Basic challenge within "
             f"{timeout:.0f} s (last: {last}). Certificate problems show in: inv logs --service caddy"
         )
     progress.done("answers 401 with a Basic challenge over valid TLS")

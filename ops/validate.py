@@ -1,7 +1,7 @@
 """Validators for deployment settings.
 
 Each function returns the normalised value or raises ValueError with a
-message that says what is accepted. The settings model turns that message
+message that names what is accepted. The settings model turns that message
 into one line naming the key and the rejected value.
 """
 
